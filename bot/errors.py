@@ -1,0 +1,114 @@
+"""The one exception tree of crowdcut.
+
+::
+
+    CrowdcutError
+     ├── UserFacingError            message is safe to show a Discord member as-is
+     │    ├── InvalidPrompt         empty, too long, blocked words
+     │    ├── InvalidImage          reference image refused (type, size, pixels, broken)
+     │    ├── InvalidClip           a generated clip that is not usable video
+     │    ├── QuotaExceeded         too many jobs waiting for one member
+     │    ├── PermissionDenied      not a moderator, not the author
+     │    ├── NotFound              no such job / clip / project
+     │    └── InvalidState          e.g. prompting into a closed project
+     ├── ConfigError                a bad setting; names the setting and what is allowed
+     ├── MediaError                 ffmpeg / probing failed; carries the stderr tail
+     └── GeneratorError             a backend failed; normalized ``kind``
+
+One handler in the Discord front end turns a ``UserFacingError`` into an
+ephemeral reply and logs everything else with its traceback.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class CrowdcutError(Exception):
+    """Base of every error crowdcut raises on purpose."""
+
+
+class UserFacingError(CrowdcutError):
+    """An error whose message is written for the member who caused it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidPrompt(UserFacingError):
+    """The prompt text was refused."""
+
+
+class InvalidImage(UserFacingError):
+    """The reference image was refused."""
+
+
+class InvalidClip(UserFacingError):
+    """A generated clip is not usable video."""
+
+
+class QuotaExceeded(UserFacingError):
+    """The member has too many jobs waiting."""
+
+
+class PermissionDenied(UserFacingError):
+    """The member may not do this."""
+
+
+class NotFound(UserFacingError):
+    """The thing asked for does not exist."""
+
+
+class InvalidState(UserFacingError):
+    """The action does not fit the current state (e.g. the project is closed)."""
+
+
+class ConfigError(CrowdcutError):
+    """A setting has a bad value; the message names it and what is allowed."""
+
+
+class MediaError(CrowdcutError):
+    """ffmpeg or probing failed. ``stderr_tail`` holds the last lines ffmpeg wrote."""
+
+    def __init__(self, message: str, stderr_tail: str = "") -> None:
+        super().__init__(message if not stderr_tail else f"{message}\n{stderr_tail}")
+        self.stderr_tail = stderr_tail
+
+
+class GeneratorErrorKind(str, Enum):
+    CONTENT_POLICY = "content_policy"
+    INVALID_INPUT = "invalid_input"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    AUTH = "auth"
+    UNKNOWN = "unknown"
+
+
+#: kinds worth retrying with backoff; the rest fail the job at once
+TRANSIENT_KINDS = frozenset(
+    {GeneratorErrorKind.RATE_LIMITED, GeneratorErrorKind.UNAVAILABLE, GeneratorErrorKind.UNKNOWN}
+)
+
+
+class GeneratorError(CrowdcutError):
+    """A generator backend failed, normalized to a ``kind``.
+
+    ``retry_after`` (seconds) is set when the provider said when to come back.
+    """
+
+    def __init__(
+        self,
+        kind: GeneratorErrorKind,
+        message: str,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = GeneratorErrorKind(kind)
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        return self.kind in TRANSIENT_KINDS
