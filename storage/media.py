@@ -1,0 +1,133 @@
+"""``MediaStore``: content-addressed files under the data directory.
+
+A file's name is the SHA-256 of its bytes plus an extension the program picks
+from a short allow-list, never a name a user sent. Writes are atomic: the bytes
+go to a temporary file in the same folder, are fsynced, then renamed into
+place, so a crash mid-write leaves no half file under a real name (a stray
+``.tmp`` at worst, swept by ``sweep_temp``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ALLOWED_EXTENSIONS = frozenset({"mp4", "png", "jpg", "m4a", "mp3", "wav", "ogg", "json", "bin"})
+_CHUNK = 1024 * 1024
+
+
+class MediaStore:
+    """Content-addressed media under ``root``: ``root/ab/<sha256>.<ext>``."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _check_ext(ext: str) -> str:
+        ext = ext.lower().lstrip(".")
+        if ext not in ALLOWED_EXTENSIONS:
+            raise ValueError(f"extension {ext!r} is not one the media store writes")
+        return ext
+
+    def path(self, key: str) -> Path:
+        """Where the file for ``key`` (``<sha256>.<ext>``) lives."""
+        digest, _, ext = key.partition(".")
+        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise ValueError(f"not a media key: {key!r}")
+        self._check_ext(ext)
+        return self.root / digest[:2] / key
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def put_bytes(self, data: bytes, ext: str) -> str:
+        """Store ``data``; returns its key. Storing the same bytes twice is a no-op."""
+        ext = self._check_ext(ext)
+        key = f"{hashlib.sha256(data).hexdigest()}.{ext}"
+        dest = self.path(key)
+        if dest.is_file():
+            return key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._fsync_dir(dest.parent)
+        return key
+
+    def put_file(self, src: Path | str, ext: str, *, move: bool = False) -> str:
+        """Store the file at ``src`` (copied, or moved when ``move``); returns its key."""
+        ext = self._check_ext(ext)
+        src = Path(src)
+        h = hashlib.sha256()
+        with open(src, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        key = f"{h.hexdigest()}.{ext}"
+        dest = self.path(key)
+        if dest.is_file():
+            if move:
+                src.unlink(missing_ok=True)
+            return key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-", suffix=".tmp")
+        os.close(fd)
+        try:
+            if move:
+                try:
+                    os.replace(src, tmp)
+                except OSError:  # another filesystem
+                    shutil.copyfile(src, tmp)
+                    src.unlink(missing_ok=True)
+            else:
+                shutil.copyfile(src, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._fsync_dir(dest.parent)
+        return key
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def delete(self, key: str) -> bool:
+        p = self.path(key)
+        if p.is_file():
+            p.unlink()
+            return True
+        return False
+
+    def sweep_temp(self) -> int:
+        """Remove temporary files left by a crash mid-write; returns how many."""
+        n = 0
+        for p in self.root.glob("*/.incoming-*.tmp"):
+            p.unlink(missing_ok=True)
+            n += 1
+        return n
+
+    @staticmethod
+    def _fsync_dir(path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

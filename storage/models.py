@@ -1,0 +1,177 @@
+"""Dataclasses that database rows map to. Plain data: no behaviour, no SQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# job states
+QUEUED, SUBMITTED, RUNNING, DONE, FAILED, CANCELED = (
+    "queued", "submitted", "running", "done", "failed", "canceled")
+ACTIVE_JOB_STATES = (QUEUED, SUBMITTED, RUNNING)
+TERMINAL_JOB_STATES = (DONE, FAILED, CANCELED)
+
+# project states
+DRAFT, OPEN, CLOSED, APPROVED = "draft", "open", "closed", "approved"
+
+
+@dataclass(frozen=True)
+class Slot:
+    index: int
+    start: float
+    duration: float
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+@dataclass
+class Project:
+    id: int
+    guild_id: int
+    channel_id: int
+    title: str
+    state: str
+    created_at: float
+    slot_plan: list[Slot] = field(default_factory=list)
+    song_key: str | None = None
+    song_name: str | None = None
+    song_seconds: float | None = None
+    created_by: int | None = None
+    opened_at: float | None = None
+    closed_at: float | None = None
+    voting_ends_at: float | None = None
+    approved_by: int | None = None
+    approved_at: float | None = None
+
+
+@dataclass
+class Member:
+    id: int
+    name: str
+    is_bot: bool = False
+    forgotten_at: float | None = None
+    first_seen: float | None = None
+
+
+@dataclass
+class Job:
+    id: int
+    project_id: int
+    member_id: int
+    prompt: str
+    state: str
+    queued_at: float
+    channel_id: int | None = None
+    image_key: str | None = None
+    slot: int | None = None
+    duration: float | None = None
+    aspect: str | None = None
+    seed: int | None = None
+    extends_clip_id: int | None = None
+    moderation: str = "none"
+    backend: str | None = None
+    provider_job_id: str | None = None
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    progress: float | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    status_message_id: int | None = None
+    moderation_message_id: int | None = None
+
+
+@dataclass
+class Clip:
+    id: int
+    job_id: int
+    project_id: int
+    member_id: int
+    media_key: str
+    created_at: float
+    duration: float | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    has_audio: bool = False
+    size_bytes: int | None = None
+    slot: int | None = None
+    channel_id: int | None = None
+    message_id: int | None = None
+    posted_at: float | None = None
+    anonymous: bool = False
+
+
+@dataclass
+class Vote:
+    clip_id: int
+    voter_id: int
+    value: int
+    emoji: str
+    voted_at: float
+
+
+@dataclass
+class Override:
+    project_id: int
+    clip_id: int
+    action: str          # "pin" | "exclude"
+    by: int
+    at: float
+    slot: int | None = None
+
+
+@dataclass
+class Cut:
+    id: int
+    project_id: int
+    state: str           # "preview" | "approved"
+    created_at: float
+    slots: list[dict[str, Any]] = field(default_factory=list)
+    master_key: str | None = None
+    preview_key: str | None = None
+    manifest_key: str | None = None
+    created_by: int | None = None
+    approved_by: int | None = None
+    approved_at: float | None = None
+    message_id: int | None = None
+
+
+@dataclass
+class AuditEntry:
+    id: int
+    action: str
+    at: float
+    guild_id: int | None = None
+    project_id: int | None = None
+    actor_id: int | None = None
+    target: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+_BOOL_FIELDS = {"is_bot", "has_audio", "anonymous"}
+
+
+def from_row(cls: type[T], row: dict[str, Any] | None) -> T | None:
+    """Map a row dict onto ``cls``, decoding JSON and boolean columns."""
+    if row is None:
+        return None
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    data = {k: v for k, v in row.items() if k in names}
+    for k in _BOOL_FIELDS & data.keys():
+        data[k] = bool(data[k])
+    if cls is Project:
+        data["slot_plan"] = [Slot(**s) for s in json.loads(data.get("slot_plan") or "[]")]
+    elif cls is Cut:
+        data["slots"] = json.loads(data.get("slots") or "[]")
+    elif cls is AuditEntry:
+        data["details"] = json.loads(data.get("details") or "{}")
+    return cls(**data)

@@ -1,0 +1,665 @@
+"""``Store``: the one object with named methods over crowdcut's SQLite database.
+
+No SQL lives outside ``storage/``. ``Store`` is synchronous (SQLite is);
+``AsyncStore`` wraps it for asyncio the way datasette does: every write goes to
+one writer thread that owns the writing connection, in order, and reads run in a
+small executor with a connection per thread (WAL lets them read while the
+writer writes). Multi-step changes run in ``db.atomic()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from sqlite_utils import Database
+
+from storage.migrations import migrations
+from storage.models import (
+    ACTIVE_JOB_STATES,
+    CANCELED,
+    DONE,
+    FAILED,
+    OPEN,
+    QUEUED,
+    RUNNING,
+    SUBMITTED,
+    AuditEntry,
+    Clip,
+    Cut,
+    Job,
+    Member,
+    Override,
+    Project,
+    Slot,
+    Vote,
+    from_row,
+)
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def reader(fn: Callable[P, R]) -> Callable[P, R]:
+    """Mark a ``Store`` method as read-only: ``AsyncStore`` may run it on a reader thread."""
+    fn.__crowdcut_reader__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+def _connect(path: Path) -> Database:
+    conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+    db = Database(conn)
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("PRAGMA busy_timeout=30000")
+    return db
+
+
+class Store:
+    """Named methods over the database. Open with ``Store(path)``; migrations apply at once."""
+
+    def __init__(self, path: Path | str, *, migrate: bool = True) -> None:
+        self.path = Path(path)
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = _connect(self.path)
+        if migrate:
+            self.db.enable_wal()
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            migrations.apply(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _now(self) -> float:
+        return time.time()
+
+    # ------------------------------------------------------------------ schema
+    @reader
+    def applied_migrations(self) -> list[str]:
+        return [m.name for m in migrations.applied(self.db)]
+
+    # ------------------------------------------------------------------ projects
+    def create_project(self, *, guild_id: int, channel_id: int, title: str, created_by: int | None,
+                       slot_plan: list[Slot], song_key: str | None = None,
+                       song_name: str | None = None, song_seconds: float | None = None,
+                       state: str = "draft") -> Project:
+        row = {
+            "guild_id": guild_id, "channel_id": channel_id, "title": title, "state": state,
+            "created_by": created_by, "created_at": self._now(),
+            "slot_plan": json.dumps([s.__dict__ for s in slot_plan]),
+            "song_key": song_key, "song_name": song_name, "song_seconds": song_seconds,
+        }
+        pk = self.db["projects"].insert(row).last_pk
+        return self.get_project(pk)  # type: ignore[return-value]
+
+    @reader
+    def get_project(self, project_id: int) -> Project | None:
+        rows = list(self.db["projects"].rows_where("id = ?", [project_id]))
+        return from_row(Project, rows[0]) if rows else None
+
+    @reader
+    def current_project(self, guild_id: int, channel_id: int | None = None) -> Project | None:
+        """The newest project of a guild (in a channel if given) that is not yet approved."""
+        where, args = "guild_id = ? and state != 'approved'", [guild_id]
+        if channel_id is not None:
+            where += " and channel_id = ?"
+            args.append(channel_id)
+        rows = list(self.db["projects"].rows_where(where, args, order_by="id desc", limit=1))
+        return from_row(Project, rows[0]) if rows else None
+
+    @reader
+    def list_projects(self, guild_id: int | None = None, states: Iterable[str] | None = None
+                      ) -> list[Project]:
+        where, args = ["1=1"], []
+        if guild_id is not None:
+            where.append("guild_id = ?")
+            args.append(guild_id)
+        if states:
+            states = list(states)
+            where.append(f"state in ({','.join('?' * len(states))})")
+            args.extend(states)
+        return [from_row(Project, r) for r in  # type: ignore[misc]
+                self.db["projects"].rows_where(" and ".join(where), args, order_by="id")]
+
+    def set_project_state(self, project_id: int, state: str, *, by: int | None = None,
+                          voting_ends_at: float | None = None) -> Project:
+        now = self._now()
+        changes: dict[str, Any] = {"state": state}
+        if state == "open":
+            changes["opened_at"] = now
+            changes["closed_at"] = None
+            changes["voting_ends_at"] = voting_ends_at
+        elif state == "closed":
+            changes["closed_at"] = now
+        elif state == "approved":
+            changes["approved_at"] = now
+            changes["approved_by"] = by
+        self.db["projects"].update(project_id, changes)
+        return self.get_project(project_id)  # type: ignore[return-value]
+
+    def set_project_song(self, project_id: int, *, song_key: str, song_name: str,
+                         song_seconds: float, slot_plan: list[Slot]) -> Project:
+        self.db["projects"].update(project_id, {
+            "song_key": song_key, "song_name": song_name, "song_seconds": song_seconds,
+            "slot_plan": json.dumps([s.__dict__ for s in slot_plan])})
+        return self.get_project(project_id)  # type: ignore[return-value]
+
+    @reader
+    def projects_due_to_close(self, now: float) -> list[Project]:
+        return [from_row(Project, r) for r in self.db["projects"].rows_where(  # type: ignore[misc]
+            "state = 'open' and voting_ends_at is not null and voting_ends_at <= ?", [now])]
+
+    # ------------------------------------------------------------------ members
+    def upsert_member(self, member_id: int, name: str, *, is_bot: bool = False) -> Member:
+        existing = self.get_member(member_id)
+        if existing is None:
+            self.db["members"].insert({"id": member_id, "name": name, "is_bot": int(is_bot),
+                                       "first_seen": self._now()})
+        elif existing.name != name or existing.is_bot != is_bot:
+            self.db["members"].update(member_id, {"name": name, "is_bot": int(is_bot)})
+        return self.get_member(member_id)  # type: ignore[return-value]
+
+    @reader
+    def get_member(self, member_id: int) -> Member | None:
+        rows = list(self.db["members"].rows_where("id = ?", [member_id]))
+        return from_row(Member, rows[0]) if rows else None
+
+    @reader
+    def member_names(self, ids: Iterable[int]) -> dict[int, str]:
+        ids = list(set(ids))
+        if not ids:
+            return {}
+        q = f"select id, name, forgotten_at from members where id in ({','.join('?' * len(ids))})"
+        return {r["id"]: ("anonymous" if r["forgotten_at"] else r["name"])
+                for r in self.db.query(q, ids)}
+
+    def forget_member(self, member_id: int, *, keep_clip_ids: Iterable[int] = ()
+                      ) -> dict[str, Any]:
+        """Delete a member's prompts, images, votes and unused clips.
+
+        Clips in ``keep_clip_ids`` (those in an approved cut) stay, marked anonymous; their
+        jobs stay with the prompt kept (it is credited in the published video) but the
+        reference image link is dropped. Returns what was removed, including the media
+        keys that no longer have a reference (the caller deletes those files).
+        """
+        keep = set(keep_clip_ids)
+        with self.db.atomic():
+            clips = [from_row(Clip, r) for r in
+                     self.db["clips"].rows_where("member_id = ?", [member_id])]
+            drop_clips = [c for c in clips if c.id not in keep]  # type: ignore[union-attr]
+            kept_clips = [c for c in clips if c.id in keep]  # type: ignore[union-attr]
+            jobs = [from_row(Job, r) for r in
+                    self.db["jobs"].rows_where("member_id = ?", [member_id])]
+            kept_job_ids = {c.job_id for c in kept_clips}  # type: ignore[union-attr]
+            media = {c.media_key for c in drop_clips}  # type: ignore[union-attr]
+            media |= {j.image_key for j in jobs if j.image_key}  # type: ignore[union-attr]
+            for c in drop_clips:
+                self.db.execute("delete from reactions where clip_id = ?", [c.id])
+                self.db.execute("delete from votes where clip_id = ?", [c.id])
+                self.db.execute("delete from overrides where clip_id = ?", [c.id])
+                self.db.execute("delete from clips where id = ?", [c.id])
+            for c in kept_clips:
+                self.db["clips"].update(c.id, {"anonymous": 1})
+            n_votes = self.db.execute("select count(*) from votes where voter_id = ?",
+                                      [member_id]).fetchone()[0]
+            self.db.execute("delete from votes where voter_id = ?", [member_id])
+            self.db.execute("delete from reactions where user_id = ?", [member_id])
+            dropped_jobs = 0
+            for j in jobs:
+                if j.id in kept_job_ids:  # type: ignore[union-attr]
+                    self.db["jobs"].update(j.id, {"image_key": None})  # type: ignore[union-attr]
+                else:
+                    self.db.execute("delete from jobs where id = ?", [j.id])  # type: ignore[union-attr]
+                    dropped_jobs += 1
+            self.db["members"].upsert({"id": member_id, "name": "anonymous",
+                                       "forgotten_at": self._now()}, pk="id")
+            still_used = self._media_keys_in_use(media)
+        return {"jobs": dropped_jobs, "clips": len(drop_clips), "kept_clips": len(kept_clips),
+                "votes": n_votes, "orphaned_media": sorted(media - still_used)}
+
+    def _media_keys_in_use(self, keys: set[str]) -> set[str]:
+        if not keys:
+            return set()
+        ks = list(keys)
+        marks = ",".join("?" * len(ks))
+        used = {r[0] for r in self.db.execute(
+            f"select media_key from clips where media_key in ({marks})", ks)}
+        used |= {r[0] for r in self.db.execute(
+            f"select image_key from jobs where image_key in ({marks})", ks)}
+        used |= {r[0] for r in self.db.execute(
+            f"select song_key from projects where song_key in ({marks})", ks)}
+        return used
+
+    # ------------------------------------------------------------------ jobs
+    def add_job(self, *, project_id: int, member_id: int, prompt: str, channel_id: int | None,
+                duration: float, aspect: str, seed: int, image_key: str | None = None,
+                slot: int | None = None, extends_clip_id: int | None = None,
+                moderation: str = "none", max_active: int | None = None) -> Job:
+        """Queue a job. With ``max_active``, raise ``QuotaFull`` when the member already has
+        that many active jobs — checked in the same transaction as the insert."""
+        with self.db.atomic():
+            if max_active is not None:
+                n = self._count_active(member_id)
+                if n >= max_active:
+                    raise QuotaFull(n)
+            pk = self.db["jobs"].insert({
+                "project_id": project_id, "member_id": member_id, "channel_id": channel_id,
+                "prompt": prompt, "image_key": image_key, "slot": slot, "duration": duration,
+                "aspect": aspect, "seed": seed, "extends_clip_id": extends_clip_id,
+                "state": QUEUED, "moderation": moderation, "attempts": 0,
+                "queued_at": self._now(),
+            }).last_pk
+        return self.get_job(pk)  # type: ignore[return-value]
+
+    def _count_active(self, member_id: int) -> int:
+        return self.db.execute(
+            "select count(*) from jobs where member_id = ? and state in (?,?,?)",
+            [member_id, *ACTIVE_JOB_STATES]).fetchone()[0]
+
+    @reader
+    def count_active_jobs(self, member_id: int) -> int:
+        return self._count_active(member_id)
+
+    @reader
+    def get_job(self, job_id: int) -> Job | None:
+        rows = list(self.db["jobs"].rows_where("id = ?", [job_id]))
+        return from_row(Job, rows[0]) if rows else None
+
+    @reader
+    def jobs_by_state(self, *states: str) -> list[Job]:
+        marks = ",".join("?" * len(states))
+        return [from_row(Job, r) for r in  # type: ignore[misc]
+                self.db["jobs"].rows_where(f"state in ({marks})", list(states), order_by="id")]
+
+    @reader
+    def member_jobs(self, member_id: int, *, active_only: bool = True) -> list[Job]:
+        where, args = "member_id = ?", [member_id]
+        if active_only:
+            where += " and state in (?,?,?)"
+            args += list(ACTIVE_JOB_STATES)
+        return [from_row(Job, r) for r in  # type: ignore[misc]
+                self.db["jobs"].rows_where(where, args, order_by="id")]
+
+    @reader
+    def dispatchable_jobs(self) -> list[Job]:
+        """Queued jobs cleared for generation (moderation none/approved), oldest first."""
+        return [from_row(Job, r) for r in self.db["jobs"].rows_where(  # type: ignore[misc]
+            "state = ? and moderation in ('none', 'approved')", [QUEUED], order_by="id")]
+
+    @reader
+    def last_dispatch_by_member(self) -> dict[int, float]:
+        return {r["member_id"]: r["t"] for r in self.db.query(
+            "select member_id, max(submitted_at) as t from jobs "
+            "where submitted_at is not null group by member_id")}
+
+    def claim_job(self, job_id: int, backend: str) -> Job | None:
+        """queued → submitted, only if still queued (a cancel may have won). None if not."""
+        with self.db.atomic():
+            cur = self.db.execute(
+                "update jobs set state = ?, backend = ?, attempts = attempts + 1, "
+                "submitted_at = ?, provider_job_id = null, progress = 0, error = null "
+                "where id = ? and state = ?", [SUBMITTED, backend, self._now(), job_id, QUEUED])
+            if cur.rowcount != 1:
+                return None
+        return self.get_job(job_id)
+
+    def set_provider_job_id(self, job_id: int, provider_job_id: str) -> None:
+        self.db.execute("update jobs set provider_job_id = ? where id = ?",
+                        [provider_job_id, job_id])
+
+    def mark_running(self, job_id: int, progress: float | None) -> None:
+        self.db.execute(
+            "update jobs set state = ?, progress = coalesce(?, progress), "
+            "started_at = coalesce(started_at, ?) where id = ? and state in (?, ?)",
+            [RUNNING, progress, self._now(), job_id, SUBMITTED, RUNNING])
+
+    def requeue_job(self, job_id: int, *, next_attempt_at: float, error: str,
+                    error_kind: str) -> bool:
+        cur = self.db.execute(
+            "update jobs set state = ?, next_attempt_at = ?, error = ?, error_kind = ?, "
+            "provider_job_id = null, progress = null where id = ? and state in (?, ?)",
+            [QUEUED, next_attempt_at, error, error_kind, job_id, SUBMITTED, RUNNING])
+        return cur.rowcount == 1
+
+    def fail_job(self, job_id: int, *, error: str, error_kind: str) -> bool:
+        cur = self.db.execute(
+            "update jobs set state = ?, error = ?, error_kind = ?, finished_at = ? "
+            "where id = ? and state in (?, ?, ?)",
+            [FAILED, error, error_kind, self._now(), job_id, *ACTIVE_JOB_STATES])
+        return cur.rowcount == 1
+
+    def cancel_job(self, job_id: int) -> Job | None:
+        """Cancel an active job; returns the job as it was before, or None if not active."""
+        with self.db.atomic():
+            job = self.get_job(job_id)
+            if job is None or job.state not in ACTIVE_JOB_STATES:
+                return None
+            self.db["jobs"].update(job_id, {"state": CANCELED, "finished_at": self._now()})
+        return job
+
+    def complete_job(self, job_id: int, *, media_key: str, duration: float, width: int,
+                     height: int, fps: float, has_audio: bool, size_bytes: int) -> Clip | None:
+        """Record the job's clip and mark it done, in one transaction. At most one clip per
+        job (unique index): a second completion returns the existing clip unchanged."""
+        with self.db.atomic():
+            existing = self.clip_for_job(job_id)
+            if existing is not None:
+                return existing
+            job = self.get_job(job_id)
+            if job is None or job.state not in (SUBMITTED, RUNNING):
+                return None
+            now = self._now()
+            self.db["clips"].insert({
+                "job_id": job_id, "project_id": job.project_id, "member_id": job.member_id,
+                "media_key": media_key, "duration": duration, "width": width,
+                "height": height, "fps": fps, "has_audio": int(has_audio),
+                "size_bytes": size_bytes, "slot": job.slot, "channel_id": job.channel_id,
+                "created_at": now})
+            self.db["jobs"].update(job_id, {"state": DONE, "progress": 1.0,
+                                            "finished_at": now, "error": None})
+        return self.clip_for_job(job_id)
+
+    def set_status_message(self, job_id: int, message_id: int) -> None:
+        self.db["jobs"].update(job_id, {"status_message_id": message_id})
+
+    def set_moderation(self, job_id: int, moderation: str, *, message_id: int | None = None
+                       ) -> Job | None:
+        """pending → approved / rejected (a rejected job is canceled). None if not pending."""
+        with self.db.atomic():
+            job = self.get_job(job_id)
+            if job is None:
+                return None
+            if moderation in ("approved", "rejected") and job.moderation != "pending":
+                return None
+            changes: dict[str, Any] = {"moderation": moderation}
+            if message_id is not None:
+                changes["moderation_message_id"] = message_id
+            if moderation == "rejected" and job.state == QUEUED:
+                changes.update(state=CANCELED, finished_at=self._now(),
+                               error="rejected by a moderator", error_kind="rejected")
+            self.db["jobs"].update(job_id, changes)
+        return self.get_job(job_id)
+
+    @reader
+    def recent_run_seconds(self, backend: str | None = None, limit: int = 20) -> list[float]:
+        where, args = "state = 'done' and submitted_at is not null", []
+        if backend:
+            where += " and backend = ?"
+            args.append(backend)
+        return [r["d"] for r in self.db.query(
+            f"select finished_at - submitted_at as d from jobs where {where} "
+            f"order by finished_at desc limit ?", [*args, limit])]
+
+    # ------------------------------------------------------------------ clips
+    @reader
+    def get_clip(self, clip_id: int) -> Clip | None:
+        rows = list(self.db["clips"].rows_where("id = ?", [clip_id]))
+        return from_row(Clip, rows[0]) if rows else None
+
+    @reader
+    def clip_for_job(self, job_id: int) -> Clip | None:
+        rows = list(self.db["clips"].rows_where("job_id = ?", [job_id]))
+        return from_row(Clip, rows[0]) if rows else None
+
+    @reader
+    def clip_by_message(self, message_id: int) -> Clip | None:
+        rows = list(self.db["clips"].rows_where("message_id = ?", [message_id]))
+        return from_row(Clip, rows[0]) if rows else None
+
+    @reader
+    def project_clips(self, project_id: int) -> list[Clip]:
+        return [from_row(Clip, r) for r in  # type: ignore[misc]
+                self.db["clips"].rows_where("project_id = ?", [project_id], order_by="id")]
+
+    @reader
+    def unposted_clips(self) -> list[Clip]:
+        return [from_row(Clip, r) for r in  # type: ignore[misc]
+                self.db["clips"].rows_where("message_id is null", order_by="id")]
+
+    def mark_clip_posted(self, clip_id: int, *, channel_id: int, message_id: int) -> None:
+        self.db["clips"].update(clip_id, {"channel_id": channel_id, "message_id": message_id,
+                                          "posted_at": self._now()})
+
+    # ------------------------------------------------------------------ reactions and votes
+    def apply_reaction(self, clip_id: int, user_id: int, emoji: str, *, added: bool,
+                       values: dict[str, int], at: float | None = None) -> Vote | None:
+        """Record a vote reaction added or removed, then recompute the member's one vote
+        on the clip: the latest vote reaction still present counts. ``values`` maps each
+        vote emoji to +1 / -1. Returns the vote that now counts (None: no vote)."""
+        at = self._now() if at is None else at
+        with self.db.atomic():
+            if added:
+                self.db.execute(
+                    "insert into reactions (clip_id, user_id, emoji, at) values (?,?,?,?) "
+                    "on conflict(clip_id, user_id, emoji) do nothing",
+                    [clip_id, user_id, emoji, at])
+            else:
+                self.db.execute(
+                    "delete from reactions where clip_id = ? and user_id = ? and emoji = ?",
+                    [clip_id, user_id, emoji])
+            return self._recompute_vote(clip_id, user_id, values)
+
+    def _recompute_vote(self, clip_id: int, user_id: int, values: dict[str, int]) -> Vote | None:
+        rows = [r for r in self.db.execute(
+            "select emoji, at from reactions where clip_id = ? and user_id = ? "
+            "order by at desc, rowid desc", [clip_id, user_id]) if r[0] in values]
+        if not rows:
+            self.db.execute("delete from votes where clip_id = ? and voter_id = ?",
+                            [clip_id, user_id])
+            return None
+        emoji, at = rows[0]
+        self.db.execute(
+            "insert into votes (clip_id, voter_id, value, emoji, voted_at) values (?,?,?,?,?) "
+            "on conflict(clip_id, voter_id) do update set value = excluded.value, "
+            "emoji = excluded.emoji, voted_at = excluded.voted_at",
+            [clip_id, user_id, values[emoji], emoji, at])
+        return Vote(clip_id, user_id, values[emoji], emoji, at)
+
+    def replace_reactions(self, clip_id: int, present: dict[str, set[int]], *,
+                          values: dict[str, int], at: float | None = None) -> dict[str, int]:
+        """Reconcile: make the stored vote reactions of a clip equal ``present`` (emoji →
+        users Discord reports now). Reactions we missed are dated ``at``; ones gone are
+        dropped. Returns {"added": n, "removed": n}."""
+        at = self._now() if at is None else at
+        with self.db.atomic():
+            stored = {(r[0], r[1]) for r in self.db.execute(
+                "select user_id, emoji from reactions where clip_id = ?", [clip_id])}
+            wanted = {(u, e) for e, users in present.items() for u in users}
+            # the up emoji is listed first in ``values``: with both missed, the later
+            # insert (down) would win on rowid, so insert in reverse preference order
+            order = {e: i for i, e in enumerate(values)}
+            added = sorted(wanted - stored, key=lambda ue: -order.get(ue[1], 0))
+            removed = stored - wanted
+            for u, e in removed:
+                self.db.execute("delete from reactions where clip_id = ? and user_id = ? "
+                                "and emoji = ?", [clip_id, u, e])
+            for u, e in added:
+                self.db.execute("insert into reactions (clip_id, user_id, emoji, at) "
+                                "values (?,?,?,?)", [clip_id, u, e, at])
+            for u in {u for u, _ in added} | {u for u, _ in removed}:
+                self._recompute_vote(clip_id, u, values)
+        return {"added": len(added), "removed": len(removed)}
+
+    @reader
+    def clip_votes(self, clip_id: int) -> list[Vote]:
+        return [from_row(Vote, r) for r in  # type: ignore[misc]
+                self.db["votes"].rows_where("clip_id = ?", [clip_id])]
+
+    @reader
+    def vote_tallies(self, project_id: int) -> dict[int, tuple[int, int]]:
+        """clip id → (up, down) for every clip of a project (zeros included)."""
+        out = {r["id"]: (0, 0) for r in self.db.query(
+            "select id from clips where project_id = ?", [project_id])}
+        for r in self.db.query(
+                "select v.clip_id, sum(v.value > 0) as up, sum(v.value < 0) as down "
+                "from votes v join clips c on c.id = v.clip_id where c.project_id = ? "
+                "group by v.clip_id", [project_id]):
+            out[r["clip_id"]] = (r["up"], r["down"])
+        return out
+
+    # ------------------------------------------------------------------ cut overrides
+    def set_override(self, project_id: int, clip_id: int, action: str, *, by: int,
+                     slot: int | None = None) -> None:
+        self.db["overrides"].upsert({"project_id": project_id, "clip_id": clip_id,
+                                     "action": action, "slot": slot, "by": by,
+                                     "at": self._now()}, pk=("project_id", "clip_id"))
+
+    def clear_override(self, project_id: int, clip_id: int) -> None:
+        self.db.execute("delete from overrides where project_id = ? and clip_id = ?",
+                        [project_id, clip_id])
+
+    @reader
+    def overrides(self, project_id: int) -> list[Override]:
+        return [from_row(Override, r) for r in  # type: ignore[misc]
+                self.db["overrides"].rows_where("project_id = ?", [project_id], order_by="at")]
+
+    # ------------------------------------------------------------------ cuts
+    def save_cut(self, *, project_id: int, slots: list[dict[str, Any]], master_key: str | None,
+                 preview_key: str | None, manifest_key: str | None, created_by: int | None,
+                 state: str = "preview") -> Cut:
+        pk = self.db["cuts"].insert({
+            "project_id": project_id, "state": state, "slots": json.dumps(slots),
+            "master_key": master_key, "preview_key": preview_key,
+            "manifest_key": manifest_key, "created_by": created_by,
+            "created_at": self._now()}).last_pk
+        return self.get_cut(pk)  # type: ignore[return-value]
+
+    @reader
+    def get_cut(self, cut_id: int) -> Cut | None:
+        rows = list(self.db["cuts"].rows_where("id = ?", [cut_id]))
+        return from_row(Cut, rows[0]) if rows else None
+
+    @reader
+    def latest_cut(self, project_id: int, state: str | None = None) -> Cut | None:
+        where, args = "project_id = ?", [project_id]
+        if state:
+            where += " and state = ?"
+            args.append(state)
+        rows = list(self.db["cuts"].rows_where(where, args, order_by="id desc", limit=1))
+        return from_row(Cut, rows[0]) if rows else None
+
+    def approve_cut(self, cut_id: int, *, by: int, message_id: int | None = None) -> Cut:
+        with self.db.atomic():
+            cut = self.get_cut(cut_id)
+            assert cut is not None
+            now = self._now()
+            self.db["cuts"].update(cut_id, {"state": "approved", "approved_by": by,
+                                            "approved_at": now, "message_id": message_id})
+            self.db["projects"].update(cut.project_id, {"state": "approved",
+                                                        "approved_by": by, "approved_at": now})
+        return self.get_cut(cut_id)  # type: ignore[return-value]
+
+    @reader
+    def approved_clip_ids(self, member_id: int | None = None) -> set[int]:
+        ids: set[int] = set()
+        for r in self.db.query("select slots from cuts where state = 'approved'"):
+            for s in json.loads(r["slots"] or "[]"):
+                if s.get("clip_id") is not None:
+                    ids.add(s["clip_id"])
+        if member_id is not None and ids:
+            marks = ",".join("?" * len(ids))
+            ids = {r[0] for r in self.db.execute(
+                f"select id from clips where member_id = ? and id in ({marks})",
+                [member_id, *ids])}
+        return ids
+
+    # ------------------------------------------------------------------ audit
+    def audit(self, action: str, *, actor_id: int | None, guild_id: int | None = None,
+              project_id: int | None = None, target: str | None = None,
+              details: dict[str, Any] | None = None) -> None:
+        self.db["audit_log"].insert({
+            "guild_id": guild_id, "project_id": project_id, "actor_id": actor_id,
+            "action": action, "target": target, "details": json.dumps(details or {}),
+            "at": self._now()})
+
+    @reader
+    def audit_log(self, guild_id: int | None = None, limit: int = 50) -> list[AuditEntry]:
+        where, args = ("guild_id = ?", [guild_id]) if guild_id is not None else ("1=1", [])
+        return [from_row(AuditEntry, r) for r in self.db["audit_log"].rows_where(  # type: ignore[misc]
+            where, args, order_by="id desc", limit=limit)]
+
+    # ------------------------------------------------------------------ stats
+    @reader
+    def job_counts(self) -> dict[str, int]:
+        return {r["state"]: r["n"] for r in self.db.query(
+            "select state, count(*) as n from jobs group by state")}
+
+
+class QuotaFull(Exception):
+    """``add_job`` refused: the member already has ``active`` jobs waiting or running."""
+
+    def __init__(self, active: int) -> None:
+        super().__init__(active)
+        self.active = active
+
+
+class AsyncStore:
+    """The ``Store`` for asyncio code: same method names, awaited.
+
+    Writes run, in order, on one writer thread that owns the writing connection;
+    methods marked ``@reader`` run on a small pool with one connection per thread.
+    """
+
+    def __init__(self, path: Path | str, *, readers: int = 2) -> None:
+        self.path = Path(path)
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="crowdcut-db-writer")
+        self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="crowdcut-db-reader")
+        # migrations run here, before any reader connects
+        self._writer: Store = self._writer_pool.submit(Store, self.path).result()
+        self._local = threading.local()
+        self._readers: list[Store] = []
+        self._lock = threading.Lock()
+
+    def _reader_store(self) -> Store:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = Store(self.path, migrate=False)
+            self._local.store = store
+            with self._lock:
+                self._readers.append(store)
+        return store
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(Store, name, None)
+        if fn is None or name.startswith("_") or not callable(fn):
+            raise AttributeError(name)
+        is_reader = getattr(fn, "__crowdcut_reader__", False)
+
+        @functools.wraps(fn)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            loop = asyncio.get_running_loop()
+            if is_reader:
+                return await loop.run_in_executor(
+                    self._reader_pool,
+                    lambda: getattr(self._reader_store(), name)(*args, **kwargs))
+            return await loop.run_in_executor(
+                self._writer_pool, lambda: getattr(self._writer, name)(*args, **kwargs))
+
+        setattr(self, name, call)  # cache the wrapper
+        return call
+
+    @property
+    def sync(self) -> Store:
+        """The writer's ``Store``, for synchronous code run *on no event loop* (CLI, tests)."""
+        return self._writer
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer_pool, self._writer.close)
+        with self._lock:
+            readers = list(self._readers)
+        for s in readers:
+            s.close()
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)
