@@ -71,3 +71,11 @@ def make_not_a_video(path: Path) -> Path:
     """Write a text file under a video name, as a broken generator might."""
     path.write_text("this is not a video, it is a text file renamed to .mp4\n" * 20)
     return path
+
+
+def make_empty_mp4(path: Path) -> Path:
+    """Write an ``.mp4`` container with no frames and no streams (``-t 0``)."""
+    run(
+        ["-f", "lavfi", "-i", "testsrc2=s=160x90:r=24:d=1", "-c:v", "libx264", "-t", "0", str(path)]
+    )
+    return path

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 from collections import deque
@@ -245,3 +246,34 @@ async def run_ffmpeg(
         raise MediaError(f"ffmpeg failed (exit {returncode})", "\n".join(tail))
     if progress is not None and last_fraction < 1.0:
         progress(1.0)
+
+
+def _fsync_replace(tmp: Path, dest: Path) -> None:
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dest)
+    dir_fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+async def publish(tmp: Path, dest: Path) -> Path:
+    """Move a finished ``tmp`` file to ``dest`` atomically (fsync, rename, fsync the folder).
+
+    Readers of ``dest`` see the old file or the complete new one, never half a file. Both
+    paths must be on the same filesystem. Runs in a worker thread (fsync blocks).
+    """
+    await asyncio.to_thread(_fsync_replace, Path(tmp), Path(dest))
+    return Path(dest)
+
+
+def part_path(dest: Path, suffix: str | None = None) -> Path:
+    """A temporary name next to ``dest`` for writing it (hidden, unique to this process).
+
+    The suffix is kept (or set to ``suffix``) so ffmpeg still guesses the right format.
+    """
+    dest = Path(dest)
+    ext = suffix if suffix is not None else dest.suffix
+    return dest.with_name(f".{dest.stem}.{os.getpid()}.{secrets.token_hex(4)}.part{ext}")
