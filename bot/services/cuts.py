@@ -1,0 +1,165 @@
+"""The cut: which clip stands in which slot, rendered to a video, approved.
+
+Selection is ``bot.core.cut`` over the vote tallies and the moderators' pins and
+exclusions; rendering is ``bot.media.assembly``. Renders are kept in the media
+store (content-addressed) and recorded as a ``Cut`` row; the approved one is what
+gets published with its credits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.app import App
+from bot.core.cut import Candidate, Choice, select_cut
+from bot.core.voting import Tally, rank
+from bot.errors import InvalidState, NotFound
+from bot.media.assembly import AssemblyResult, CutSlot, assemble
+from bot.media.storyboard import storyboard
+from storage.models import APPROVED, CLOSED, OPEN, Clip, Cut, Project
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    cut: Cut
+    result: AssemblyResult
+
+
+class CutService:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.store = app.store
+        self.settings = app.settings
+
+    # ------------------------------------------------------------------ selection
+    async def choose(self, project: Project) -> list[CutSlot]:
+        """The current winners, one ``CutSlot`` per slot (empty: no clips yet)."""
+        clips = {c.id: c for c in await self.store.project_clips(project.id)}
+        tallies = await self.store.vote_tallies(project.id)
+        pins: dict[int, int] = {}
+        excluded: set[int] = set()
+        for o in await self.store.overrides(project.id):
+            if o.action == "pin" and o.slot is not None:
+                pins[o.clip_id] = o.slot
+            elif o.action == "exclude":
+                excluded.add(o.clip_id)
+        candidates = [Candidate(c.id, c.slot, *tallies.get(c.id, (0, 0)))
+                      for c in clips.values()]
+        choices = select_cut(len(project.slot_plan), candidates, pins=pins, excluded=excluded)
+        names = await self.store.member_names(c.member_id for c in clips.values())
+        return [await self._cut_slot(project, ch, clips[ch.clip_id], tallies, names)
+                for ch in choices]
+
+    async def _cut_slot(self, project: Project, ch: Choice, clip: Clip,
+                        tallies: dict[int, tuple[int, int]], names: dict[int, str]) -> CutSlot:
+        slot = project.slot_plan[ch.slot]
+        job = await self.store.get_job(clip.job_id)
+        up, down = tallies.get(clip.id, (0, 0))
+        return CutSlot(
+            index=slot.index, start=slot.start, duration=slot.duration,
+            clip_path=self.app.media.path(clip.media_key), clip_id=clip.id,
+            author="anonymous" if clip.anonymous else names.get(clip.member_id, "anonymous"),
+            prompt=job.prompt if job else "", backend=job.backend or "" if job else "",
+            votes={"up": up, "down": down, "score": up - down}, reused=ch.reason == "reused")
+
+    async def leaderboard(self, project: Project) -> tuple[list[Tally], dict[int, list[Tally]]]:
+        """Overall ranking and the ranking within each named slot."""
+        clips = {c.id: c for c in await self.store.project_clips(project.id)}
+        tallies = [Tally(cid, up, down) for cid, (up, down) in
+                   (await self.store.vote_tallies(project.id)).items()]
+        per_slot: dict[int, list[Tally]] = {}
+        for t in tallies:
+            s = clips[t.clip_id].slot
+            if s is not None:
+                per_slot.setdefault(s, []).append(t)
+        return rank(tallies), {s: rank(ts) for s, ts in sorted(per_slot.items())}
+
+    # ------------------------------------------------------------------ overrides
+    async def pin(self, project: Project, clip_id: int, slot: int, *, by: int) -> None:
+        clip = await self._clip_of(project, clip_id)
+        if not 0 <= slot < len(project.slot_plan):
+            raise InvalidState(f"Slot {slot + 1} does not exist; this project has slots 1 to "
+                               f"{len(project.slot_plan)}.")
+        await self.store.set_override(project.id, clip.id, "pin", by=by, slot=slot)
+        await self.store.audit("pin_clip", actor_id=by, guild_id=project.guild_id,
+                               project_id=project.id, target=f"clip:{clip_id}",
+                               details={"slot": slot})
+
+    async def exclude(self, project: Project, clip_id: int, *, by: int) -> None:
+        clip = await self._clip_of(project, clip_id)
+        await self.store.set_override(project.id, clip.id, "exclude", by=by)
+        await self.store.audit("exclude_clip", actor_id=by, guild_id=project.guild_id,
+                               project_id=project.id, target=f"clip:{clip_id}")
+
+    async def clear_override(self, project: Project, clip_id: int, *, by: int) -> None:
+        await self._clip_of(project, clip_id)
+        await self.store.clear_override(project.id, clip_id)
+        await self.store.audit("clear_override", actor_id=by, guild_id=project.guild_id,
+                               project_id=project.id, target=f"clip:{clip_id}")
+
+    async def _clip_of(self, project: Project, clip_id: int) -> Clip:
+        clip = await self.store.get_clip(clip_id)
+        if clip is None or clip.project_id != project.id:
+            raise NotFound(f"Clip #{clip_id} is not part of “{project.title}”.")
+        return clip
+
+    # ------------------------------------------------------------------ rendering
+    async def render(self, project: Project, *, by: int | None,
+                     progress: Progress | None = None) -> Rendered:
+        """Render the current winners: master, preview, manifest. Recorded as a preview cut."""
+        if project.state not in (OPEN, CLOSED, APPROVED):
+            raise InvalidState(f"The project is {project.state}; nothing to cut yet.")
+        slots = await self.choose(project)
+        if not slots:
+            raise InvalidState("There are no clips to cut yet.")
+        out_dir = self.settings.renders_dir / f"project-{project.id}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        song = self.app.media.path(project.song_key) if project.song_key else None
+        s = self.settings
+        result = await assemble(slots, song, out_dir, title=project.title,
+                                width=s.video_width, height=s.video_height, fps=s.video_fps,
+                                preview_limit_bytes=s.preview_max_bytes,
+                                ffmpeg_binary=self.app.ffmpeg, progress=progress)
+        media = self.app.media
+        master_key = await asyncio.to_thread(media.put_file, result.master, "mp4")
+        preview_key = await asyncio.to_thread(media.put_file, result.preview, "mp4")
+        manifest_key = await asyncio.to_thread(media.put_file, result.manifest, "json")
+        cut = await self.store.save_cut(
+            project_id=project.id, slots=[_slot_record(s) for s in slots],
+            master_key=master_key, preview_key=preview_key, manifest_key=manifest_key,
+            created_by=by)
+        return Rendered(cut, result)
+
+    async def storyboard(self, project: Project, dest: Path) -> Path:
+        slots = await self.choose(project)
+        if not slots:
+            raise InvalidState("There are no clips to show yet.")
+        return await storyboard(slots, dest)
+
+    async def approve(self, project: Project, cut: Cut, *, by: int,
+                      message_id: int | None = None) -> Cut:
+        if project.state == APPROVED:
+            raise InvalidState("This project's cut is already approved.")
+        if cut.project_id != project.id:
+            raise InvalidState("That cut belongs to another project.")
+        if project.state == OPEN:
+            project = await self.store.set_project_state(project.id, CLOSED, by=by)
+        approved = await self.store.approve_cut(cut.id, by=by, message_id=message_id)
+        await self.store.audit("approve_cut", actor_id=by, guild_id=project.guild_id,
+                               project_id=project.id, target=f"cut:{cut.id}",
+                               details={"clips": [s.get("clip_id") for s in cut.slots]})
+        return approved
+
+
+def _slot_record(s: CutSlot) -> dict[str, object]:
+    return {"index": s.index, "start": s.start, "duration": s.duration, "clip_id": s.clip_id,
+            "author": s.author, "prompt": s.prompt, "backend": s.backend, "votes": s.votes,
+            "reused": s.reused}

@@ -1,0 +1,123 @@
+"""Projects: created with a title and optionally a song, opened, closed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from pathlib import Path
+
+from bot.app import App
+from bot.core import projects as rules
+from bot.core.slots import even_slot_plan
+from bot.errors import InvalidClip, InvalidState, NotFound, UserFacingError
+from bot.media.probe import probe_async
+from storage.models import Project, Slot
+
+log = logging.getLogger(__name__)
+
+MAX_SONG_SECONDS = 20 * 60
+DEFAULT_SLOTS_WITHOUT_SONG = 8
+
+
+class InvalidSong(UserFacingError):
+    """The song attachment was refused."""
+
+
+class ProjectService:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.store = app.store
+        self.settings = app.settings
+
+    async def create(self, *, guild_id: int, channel_id: int, title: str, by: int,
+                     song: bytes | None = None, song_name: str | None = None,
+                     slots: int | None = None, open_now: bool = True) -> Project:
+        title = " ".join((title or "").split())
+        if not title:
+            raise InvalidState("A project needs a title.")
+        if len(title) > 100:
+            raise InvalidState("A project title can be at most 100 characters.")
+        current = await self.store.current_project(guild_id, channel_id)
+        if current is not None and current.state in (rules.DRAFT, rules.OPEN, rules.CLOSED):
+            raise InvalidState(f"This channel already has the project “{current.title}” "
+                               f"({current.state}). Approve its cut before starting another.")
+        song_key = song_seconds = None
+        if song is not None:
+            song_key, song_seconds = await self._store_song(song)
+            plan = even_slot_plan(song_seconds, self.settings.clip_seconds)
+        else:
+            n = slots or DEFAULT_SLOTS_WITHOUT_SONG
+            plan = [Slot(i, i * self.settings.clip_seconds, self.settings.clip_seconds)
+                    for i in range(n)]
+        project = await self.store.create_project(
+            guild_id=guild_id, channel_id=channel_id, title=title, created_by=by,
+            slot_plan=plan, song_key=song_key, song_name=_safe_name(song_name),
+            song_seconds=song_seconds)
+        await self.store.audit("create_project", actor_id=by, guild_id=guild_id,
+                               project_id=project.id, target=f"project:{project.id}",
+                               details={"title": title, "slots": len(plan)})
+        if open_now:
+            project = await self.open(project.id, by=by)
+        return project
+
+    async def _store_song(self, data: bytes) -> tuple[str, float]:
+        if len(data) > 100 * 1024 * 1024:
+            raise InvalidSong("That song file is over 100 MB; send a compressed audio file.")
+        tmp = Path(self.app.tmp_dir) / f"song-{secrets.token_hex(6)}.bin"
+        await asyncio.to_thread(tmp.write_bytes, data)
+        try:
+            try:
+                info = await probe_async(tmp)
+            except InvalidClip:
+                raise InvalidSong("That attachment is not an audio file crowdcut can read. "
+                                  "Send an MP3, M4A, WAV or OGG song.") from None
+            if not info.has_audio:
+                raise InvalidSong("That file has no audio track.")
+            if not info.duration or info.duration < 1:
+                raise InvalidSong("That song is shorter than a second.")
+            if info.duration > MAX_SONG_SECONDS:
+                raise InvalidSong(f"That song lasts {info.duration / 60:.0f} minutes; "
+                                  f"the limit is {MAX_SONG_SECONDS // 60}.")
+            key = await asyncio.to_thread(self.app.media.put_file, tmp, "m4a" if
+                                          info.audio_codec == "aac" else "bin", move=True)
+            return key, float(info.duration)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    async def get(self, project_id: int) -> Project:
+        p = await self.store.get_project(project_id)
+        if p is None:
+            raise NotFound(f"There is no project #{project_id}.")
+        return p
+
+    async def current(self, guild_id: int, channel_id: int | None = None) -> Project | None:
+        return await self.store.current_project(guild_id, channel_id)
+
+    async def open(self, project_id: int, *, by: int, hours: float | None = None) -> Project:
+        p = await self.get(project_id)
+        rules.check_transition(p.state, rules.OPEN)
+        ends = None
+        if hours:
+            ends = time.time() + hours * 3600
+        p = await self.store.set_project_state(project_id, rules.OPEN, by=by, voting_ends_at=ends)
+        await self.store.audit("open_project", actor_id=by, guild_id=p.guild_id,
+                               project_id=p.id, target=f"project:{p.id}",
+                               details={"voting_ends_at": ends})
+        return p
+
+    async def close(self, project_id: int, *, by: int | None) -> Project:
+        p = await self.get(project_id)
+        rules.check_transition(p.state, rules.CLOSED)
+        p = await self.store.set_project_state(project_id, rules.CLOSED, by=by)
+        await self.store.audit("close_project", actor_id=by, guild_id=p.guild_id,
+                               project_id=p.id, target=f"project:{p.id}")
+        return p
+
+
+def _safe_name(name: str | None) -> str | None:
+    if not name:
+        return None
+    keep = "".join(c for c in name if c.isprintable())[:100]
+    return keep or None

@@ -1,0 +1,75 @@
+"""Reactions become votes, by the rules of ``bot.core.voting``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from bot.app import App
+from bot.core.voting import Tally, rank
+from storage.models import OPEN, Clip, Vote
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReactionOutcome:
+    counted: bool
+    clip: Clip | None = None
+    vote: Vote | None = None
+
+
+class VotingService:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.store = app.store
+        self.rules = app.rules
+        # message id → clip: posted clips never move, so this cache never goes stale
+        self._clips_by_message: dict[int, Clip] = {}
+
+    async def clip_for_message(self, message_id: int) -> Clip | None:
+        clip = self._clips_by_message.get(message_id)
+        if clip is None:
+            clip = await self.store.clip_by_message(message_id)
+            if clip is not None:
+                self._clips_by_message[message_id] = clip
+        return clip
+
+    async def on_reaction(self, *, message_id: int, user_id: int, emoji: str, added: bool,
+                          user_is_bot: bool) -> ReactionOutcome:
+        """Apply one reaction add/remove. Non-vote emojis, non-clip messages, bots, self
+        votes and anything after the project closed are ignored (``counted`` False)."""
+        if not self.rules.is_vote_emoji(emoji):
+            return ReactionOutcome(False)
+        clip = await self.clip_for_message(message_id)
+        if clip is None:
+            return ReactionOutcome(False)
+        project = await self.store.get_project(clip.project_id)
+        if not self.rules.counts(emoji=emoji, voter_id=user_id, voter_is_bot=user_is_bot,
+                                 clip_author_id=clip.member_id,
+                                 project_open=project is not None and project.state == OPEN):
+            return ReactionOutcome(False, clip)
+        vote = await self.store.apply_reaction(clip.id, user_id, emoji, added=added,
+                                               values=self.rules.values)
+        return ReactionOutcome(True, clip, vote)
+
+    async def reconcile(self, clip: Clip, present: dict[str, set[int]], *,
+                        bot_ids: set[int]) -> dict[str, int]:
+        """Make stored votes equal the reactions Discord reports now (``present``: emoji →
+        user ids). Only for open projects: after close, the counts are frozen."""
+        project = await self.store.get_project(clip.project_id)
+        if project is None or project.state != OPEN:
+            return {"added": 0, "removed": 0}
+        counted = {}
+        for emoji, users in present.items():
+            if not self.rules.is_vote_emoji(emoji):
+                continue
+            counted[emoji] = {u for u in users if self.rules.counts(
+                emoji=emoji, voter_id=u, voter_is_bot=u in bot_ids,
+                clip_author_id=clip.member_id, project_open=True)}
+        return await self.store.replace_reactions(clip.id, counted, values=self.rules.values)
+
+    async def tallies(self, project_id: int) -> list[Tally]:
+        """Every clip of the project, ranked best first."""
+        raw = await self.store.vote_tallies(project_id)
+        return rank([Tally(cid, up, down) for cid, (up, down) in raw.items()])
