@@ -79,3 +79,17 @@ def make_empty_mp4(path: Path) -> Path:
         ["-f", "lavfi", "-i", "testsrc2=s=160x90:r=24:d=1", "-c:v", "libx264", "-t", "0", str(path)]
     )
     return path
+
+
+def ffmpeg_children() -> list[int]:
+    """Pids of the live (non-zombie) ffmpeg processes started by this test process."""
+    import psutil
+
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "ffmpeg" in child.name():
+                found.append(child.pid)
+        except psutil.NoSuchProcess:
+            continue  # ended while we looked: not running
+    return found

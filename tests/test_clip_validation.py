@@ -94,3 +94,37 @@ async def test_fit_to_size_copies_a_clip_already_small_enough(tmp_path):
     clip = make_clip(tmp_path / "clip.mp4", seconds=0.5)
     out = await fit_to_size(clip, tmp_path / "same.mp4", 10_000_000)
     assert out.read_bytes() == clip.read_bytes()
+
+
+async def test_portrait_clip_among_landscape_ones_assembles_to_the_frame(tmp_path):
+    from bot.media.assembly import CutSlot, assemble
+
+    sources = [
+        make_clip(tmp_path / "land1.mp4", width=1280, height=720, fps=24, seconds=1),
+        make_clip(tmp_path / "port.mp4", width=1080, height=1920, fps=30, seconds=0.5, audio=False),
+        make_clip(tmp_path / "land2.mp4", width=1280, height=720, fps=24, seconds=1),
+    ]
+    for source in sources:
+        await validate_clip(source)
+    durations = [1.0, 1.25, 0.75]  # the portrait clip is shorter than its slot: held
+    starts = [0.0, 1.0, 2.25]
+    slots = [
+        CutSlot(i, starts[i], durations[i], src, i, "anonymous", "p", "fake", {})
+        for i, src in enumerate(sources)
+    ]
+    result = await assemble(
+        slots, None, tmp_path / "out", title="mixed", width=320, height=180, fps=24,
+        credits_seconds=1.0, preview_limit_bytes=2_000_000,
+    )  # fmt: skip
+    info = probe(result.master)
+    assert (info.width, info.height) == (320, 180)
+    assert info.pix_fmt == "yuv420p" and info.frame_rate == 24
+    assert info.has_audio  # silence was added for the clip without audio
+    assert info.frame_count == round((sum(durations) + 1.0) * 24)
+    assert abs(info.duration - (sum(durations) + 1.0)) < 0.1
+    # the portrait slot is pillarboxed: black at the sides, picture in the middle
+    with av.open(str(result.master)) as container:
+        frame = next(f for f in container.decode(video=0) if f.time >= 1.5)
+        rgb = frame.to_ndarray(format="rgb24")
+    assert rgb[:, :40].max() < 30
+    assert rgb[:, 140:180].mean() > 30

@@ -18,18 +18,7 @@ from bot.media.ffmpeg import (
     resolve_ffmpeg,
     run_ffmpeg,
 )
-
-
-def _ffmpeg_children() -> list[psutil.Process]:
-    me = psutil.Process()
-    found = []
-    for child in me.children(recursive=True):
-        try:
-            if "ffmpeg" in child.name() or any("ffmpeg" in part for part in child.cmdline()[:1]):
-                found.append(child)
-        except psutil.NoSuchProcess:
-            continue
-    return found
+from tests.media_helpers import ffmpeg_children
 
 
 def test_resolve_finds_a_binary_without_a_setting():
@@ -87,23 +76,23 @@ async def test_cancellation_kills_the_process(tmp_path):
     task = asyncio.create_task(run_ffmpeg(args))
     for _ in range(100):
         await asyncio.sleep(0.05)
-        if _ffmpeg_children():
+        if ffmpeg_children():
             break
-    children = _ffmpeg_children()
+    children = ffmpeg_children()
     assert children, "ffmpeg did not start"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    for child in children:
-        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
-    assert _ffmpeg_children() == []
+    for pid in children:
+        assert not psutil.pid_exists(pid)  # killed and reaped, not even a zombie
+    assert ffmpeg_children() == []
 
 
 async def test_timeout_stops_ffmpeg_with_media_error():
     args = ["-re", "-f", "lavfi", "-i", "testsrc2=s=160x90:r=24", "-f", "null", "-"]
     with pytest.raises(MediaError, match="timed out"):
         await run_ffmpeg(args, timeout=0.5)
-    assert _ffmpeg_children() == []
+    assert ffmpeg_children() == []
 
 
 async def test_lots_of_stderr_does_not_hang(tmp_path):
@@ -129,3 +118,18 @@ async def test_filter_graph_can_come_from_a_file(tmp_path):
 
     result = probe(tmp_path / "o.mp4")
     assert (result.width, result.height) == (80, 46)
+
+
+async def test_cancelling_twice_still_reaps_the_process():
+    args = ["-re", "-f", "lavfi", "-i", "testsrc2=s=160x90:r=24", "-f", "null", "-"]
+    task = asyncio.create_task(run_ffmpeg(args))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if ffmpeg_children():
+            break
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()  # e.g. a gather cancelling it, then its owner
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ffmpeg_children() == []

@@ -168,9 +168,12 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-    # reap it so no zombie is left behind; shielded so a second cancel cannot skip it
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.shield(proc.wait())
+    # Reap it so no process outlives us. A task is often cancelled twice (by a gather and
+    # by its owner); the shield and the loop make sure a second cancel cannot skip this.
+    waiter = asyncio.ensure_future(proc.wait())
+    while not waiter.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(waiter)
 
 
 async def run_ffmpeg(
