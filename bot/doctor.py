@@ -1,0 +1,82 @@
+"""``crowdcut doctor``: what crowdcut found, and whether it can run."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from bot.errors import ConfigError
+from bot.settings import Settings
+
+REQUIRED_ENCODERS = ("libx264", "aac")
+
+
+def run_doctor(env_file: str | None, *, data_dir: str | None = None) -> int:
+    """Print a report; return 0 when everything needed is there, 1 otherwise."""
+    ok = True
+
+    def line(good: bool, what: str, detail: str, *, needed: bool = True) -> None:
+        nonlocal ok
+        ok = ok and (good or not needed)
+        mark = "ok" if good else ("FAIL" if needed else "warn")
+        print(f"  [{mark:>4}] {what:<14} {detail}")
+
+    print("crowdcut doctor")
+    try:
+        overrides = {"data_dir": Path(data_dir)} if data_dir else {}
+        settings = Settings.load(env_file=env_file, **overrides)
+        line(True, "settings", f"loaded ({env_file if env_file and Path(env_file).is_file() else 'environment only'})")
+    except ConfigError as e:
+        line(False, "settings", str(e))
+        return 1
+    for problem in settings.problems():
+        line(False, "settings", problem)
+
+    from bot.media.ffmpeg import ffmpeg_version, has_encoders, resolve_ffmpeg
+
+    try:
+        binary = resolve_ffmpeg(settings.ffmpeg_binary or None)
+        line(True, "ffmpeg", f"{binary}")
+        line(True, "ffmpeg version", ffmpeg_version(binary))
+        enc = has_encoders(binary, REQUIRED_ENCODERS)
+        for name, present in enc.items():
+            line(present, "encoder", f"{name} {'found' if present else 'MISSING'}")
+    except ConfigError as e:
+        line(False, "ffmpeg", str(e))
+
+    try:
+        import av
+
+        line(True, "probing", f"PyAV {av.__version__} (no ffprobe needed)")
+    except ImportError as e:
+        line(False, "probing", f"PyAV is not installed: {e}")
+
+    data = settings.data_dir
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=data):
+            pass
+        line(True, "data dir", f"{data.resolve()} (writable)")
+    except OSError as e:
+        line(False, "data dir", f"{data}: {e}")
+
+    db = settings.db_path
+    if db.exists():
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            mode = conn.execute("pragma journal_mode").fetchone()[0]
+            n = conn.execute("select count(*) from _sqlite_migrations").fetchone()[0]
+            conn.close()
+            line(True, "database", f"{db} (journal {mode}, {n} migrations applied)")
+        except sqlite3.Error as e:
+            line(False, "database", f"{db}: {e}")
+    else:
+        line(True, "database", f"{db} (will be created on first start)")
+
+    line(True, "generator", settings.generator)
+    line(bool(settings.discord_token), "discord token",
+         "set" if settings.discord_token else "DISCORD_TOKEN is empty (needed by `crowdcut run`;"
+         " the demo does not need it)", needed=False)
+    print("all good" if ok else "something needed is missing (see FAIL above)")
+    return 0 if ok else 1
