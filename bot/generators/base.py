@@ -96,6 +96,24 @@ class Generator(Protocol):
         ...
 
 
+def get_setting(settings_like: Any, name: str, default: Any = None) -> Any:
+    """Read one setting from crowdcut's ``Settings``, another object, or a mapping.
+
+    Tries ``name`` as an attribute or key as given, lower-cased and upper-cased (so both
+    ``settings.clip_seconds`` and ``{"CLIP_SECONDS": ...}`` work). ``None`` counts as unset.
+    """
+    if settings_like is None:
+        return default
+    for key in dict.fromkeys((name, name.lower(), name.upper())):
+        if isinstance(settings_like, Mapping):
+            value = settings_like.get(key)
+        else:
+            value = getattr(settings_like, key, None)
+        if value is not None:
+            return value
+    return default
+
+
 # ---------------------------------------------------------------------------- HTTP errors
 
 # Whole words only: "safety_tolerance must be <= 6" is a bad parameter, not a refusal.
