@@ -1,0 +1,155 @@
+"""``CrowdcutBot``: the ``commands.Bot`` subclass, wired once with the services.
+
+``setup_hook`` loads the cogs and registers the persistent buttons — nothing more.
+Starting the worker, posting clips left unposted and reconciling votes happen once,
+after the first READY, in ``start_background`` (called by the runner), never in
+``on_ready`` (which fires again on every reconnect). Command sync is an explicit
+action (``crowdcut sync-commands`` or the owner's ``!sync``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import discord
+from discord.ext import commands
+
+from bot.app import App
+from bot.frontend.checks import (
+    NO_MENTIONS,
+    friendly_command_error,
+    reply_error,
+    unwrap,
+)
+from bot.frontend.publisher import DiscordPublisher
+from bot.services.cuts import CutService
+from bot.services.members import MemberService
+from bot.services.projects import ProjectService
+from bot.services.submissions import SubmissionService
+from bot.services.voting import VotingService
+from bot.services.worker import GenerationWorker
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (
+    "bot.frontend.cogs.prompting",
+    "bot.frontend.cogs.voting",
+    "bot.frontend.cogs.projects",
+    "bot.frontend.cogs.cuts",
+    "bot.frontend.cogs.admin",
+)
+
+
+def intents() -> discord.Intents:
+    i = discord.Intents.default()
+    i.message_content = True    # the typed form: `!prompt …` with an image attached
+    i.members = True            # moderator roles and bot flags of voters
+    return i
+
+
+class CrowdcutBot(commands.Bot):
+    def __init__(self, app: App, **kwargs: Any) -> None:
+        super().__init__(command_prefix=commands.when_mentioned_or(app.settings.command_prefix),
+                         intents=intents(), allowed_mentions=NO_MENTIONS,
+                         help_command=commands.DefaultHelpCommand(), **kwargs)
+        self.app = app
+        self.settings = app.settings
+        self.publisher = DiscordPublisher(self)
+        self.worker = GenerationWorker(app, events=self.publisher)
+        self.submissions = SubmissionService(app, self.worker)
+        self.voting = VotingService(app)
+        self.projects = ProjectService(app)
+        self.cuts = CutService(app)
+        self.members = MemberService(app)
+        self._background: asyncio.Task[None] | None = None
+        self.background_ready = asyncio.Event()
+        self.tree.on_error = self._on_tree_error
+
+    async def setup_hook(self) -> None:
+        from bot.frontend.views import dynamic_items
+
+        for ext in EXTENSIONS:
+            await self.load_extension(ext)
+        self.add_dynamic_items(*dynamic_items())
+
+    # ------------------------------------------------------------------ background
+    def start_background(self) -> None:
+        """Once per process: after READY, catch up, then run the worker."""
+        if self._background is None:
+            self._background = asyncio.create_task(self._catch_up_and_work())
+
+    async def _catch_up_and_work(self) -> None:
+        await self.wait_until_ready()
+        try:
+            reconciled = await self.reconcile_votes()
+            posted = await self.publisher.post_unposted()
+            log.info("caught up: %d clips' votes reconciled, %d clips posted", reconciled,
+                     posted)
+        except Exception:
+            log.exception("catching up after start failed; carrying on")
+        await self.worker.start()
+        self.background_ready.set()
+
+    async def close(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
+        await self.worker.stop()
+        await super().close()
+
+    # ------------------------------------------------------------------ votes
+    async def reconcile_votes(self, project_id: int | None = None) -> int:
+        """Make stored votes equal the reactions Discord shows, for open projects' clips."""
+        projects = ([await self.app.store.get_project(project_id)] if project_id
+                    else await self.app.store.list_projects(states=["open"]))
+        n = 0
+        for project in projects:
+            if project is None or project.state != "open":
+                continue
+            for clip in await self.app.store.project_clips(project.id):
+                if clip.message_id is None or clip.channel_id is None:
+                    continue
+                present, bots = await self._reactions_of(clip.channel_id, clip.message_id)
+                if present is None:
+                    continue
+                await self.voting.reconcile(clip, present, bot_ids=bots)
+                n += 1
+        return n
+
+    async def _reactions_of(self, channel_id: int, message_id: int
+                            ) -> tuple[dict[str, set[int]] | None, set[int]]:
+        channel = self.get_partial_messageable(channel_id)
+        try:
+            message = await channel.fetch_message(message_id)
+        except discord.NotFound:
+            return None, set()
+        except discord.HTTPException as e:
+            log.warning("could not fetch clip message %s: %s", message_id, e)
+            return None, set()
+        present: dict[str, set[int]] = {}
+        bots: set[int] = set()
+        for reaction in message.reactions:
+            emoji = str(reaction.emoji)
+            if not self.app.rules.is_vote_emoji(emoji):
+                continue
+            users: set[int] = set()
+            async for user in reaction.users(limit=None):
+                users.add(user.id)
+                if user.bot:
+                    bots.add(user.id)
+            present[emoji] = users
+        return present, bots
+
+    # ------------------------------------------------------------------ errors
+    async def on_command_error(self, ctx: commands.Context[Any],  # type: ignore[override]
+                               error: commands.CommandError) -> None:
+        if isinstance(error, commands.CommandNotFound):
+            return
+        original = unwrap(error)
+        friendly = friendly_command_error(original)
+        await reply_error(ctx, friendly or original)
+
+    async def _on_tree_error(self, interaction: discord.Interaction[Any],
+                             error: discord.app_commands.AppCommandError) -> None:
+        await reply_error(interaction, unwrap(error))

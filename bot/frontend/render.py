@@ -1,0 +1,109 @@
+"""How jobs, clips, projects and cuts read in Discord. Formatting only."""
+
+from __future__ import annotations
+
+import discord
+
+from bot.core.queue import Position, format_eta
+from storage.models import Clip, Job, Project
+
+PROGRESS_CELLS = 12
+
+
+def progress_bar(fraction: float | None) -> str:
+    f = min(1.0, max(0.0, fraction or 0.0))
+    full = round(f * PROGRESS_CELLS)
+    return "▰" * full + "▱" * (PROGRESS_CELLS - full) + f" {f * 100:.0f}%"
+
+
+def clip_label(slot: int | None) -> str:
+    return "any slot" if slot is None else f"slot {slot + 1}"
+
+
+def quote(text: str, limit: int = 300) -> str:
+    text = discord.utils.escape_markdown(text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return "> " + text.replace("\n", " ")
+
+
+def status_text(job: Job, author: str, position: Position | None = None,
+                clip_url: str | None = None) -> str:
+    """The one status message that follows a job, as it moves."""
+    head = (f"🎬 **Job #{job.id}** · {discord.utils.escape_markdown(author)} · "
+            f"{clip_label(job.slot)} · {job.duration or 0:g}s · {job.aspect}")
+    if job.extends_clip_id:
+        head += f" · extends clip #{job.extends_clip_id}"
+    lines = [head, quote(job.prompt)]
+    if job.state == "queued" and job.moderation == "pending":
+        lines.append("🛡️ Waiting for a moderator to approve this prompt.")
+    elif job.state == "queued":
+        if job.attempts and job.error:
+            lines.append(f"🔁 Retrying after a hiccup (try {job.attempts + 1}): "
+                         f"{discord.utils.escape_markdown(job.error[:120])}")
+        if position is not None and position.position > 0:
+            lines.append(f"⏳ Queued — position {position.position}, "
+                         f"ETA {format_eta(position.eta_seconds)}")
+        else:
+            lines.append("⏳ Queued")
+    elif job.state in ("submitted", "running"):
+        lines.append(f"🎨 Generating {progress_bar(job.progress)}")
+    elif job.state == "done":
+        lines.append(f"✅ Posted: {clip_url}" if clip_url else "✅ Done — posting the clip…")
+    elif job.state == "failed":
+        lines.append(f"❌ Failed: {discord.utils.escape_markdown(job.error or 'unknown error')}")
+    elif job.state == "canceled":
+        lines.append("🚫 Canceled" + (f" — {job.error}" if job.error else ""))
+    return "\n".join(lines)
+
+
+def clip_embed(clip: Clip, job: Job, author: str, *, up: int = 0, down: int = 0,
+               up_emoji: str = "👍", down_emoji: str = "👎") -> discord.Embed:
+    e = discord.Embed(title=f"Clip #{clip.id}", description=quote(job.prompt, 1000),
+                      colour=discord.Colour.blurple())
+    e.add_field(name="Author", value=discord.utils.escape_markdown(author))
+    e.add_field(name="Slot", value=clip_label(clip.slot))
+    e.add_field(name="Length", value=f"{clip.duration or 0:.1f}s")
+    if job.extends_clip_id:
+        e.add_field(name="Extends", value=f"clip #{job.extends_clip_id}")
+    e.set_footer(text=f"crowdcut clip #{clip.id} · vote with {up_emoji} / {down_emoji}")
+    return e
+
+
+def clip_info_embed(clip: Clip, job: Job | None, author: str, up: int, down: int,
+                    jump_url: str | None) -> discord.Embed:
+    e = discord.Embed(title=f"Clip #{clip.id}",
+                      description=quote(job.prompt if job else "(prompt deleted)", 1000))
+    e.add_field(name="Author", value=discord.utils.escape_markdown(author))
+    e.add_field(name="Slot", value=clip_label(clip.slot))
+    e.add_field(name="Backend", value=(job.backend if job else None) or "?")
+    e.add_field(name="Seed", value=str(job.seed if job else "?"))
+    e.add_field(name="Votes", value=f"👍 {up} · 👎 {down} · score {up - down}")
+    e.add_field(name="Size", value=f"{clip.width}×{clip.height} · {clip.duration or 0:.1f}s")
+    if jump_url:
+        e.add_field(name="Message", value=jump_url, inline=False)
+    return e
+
+
+def project_embed(project: Project, *, filled: int, candidates: dict[int, int],
+                  leaders: dict[int, tuple[int, int]], queued: int) -> discord.Embed:
+    n = len(project.slot_plan)
+    e = discord.Embed(title=f"🎞️ {project.title}", colour=discord.Colour.gold())
+    e.add_field(name="State", value=project.state)
+    e.add_field(name="Slots filled", value=f"{filled} / {n}")
+    e.add_field(name="Jobs waiting", value=str(queued))
+    if project.song_seconds:
+        e.add_field(name="Song", value=f"{project.song_name or 'song'} · "
+                    f"{project.song_seconds:.0f}s")
+    if project.voting_ends_at and project.state == "open":
+        e.add_field(name="Voting ends", value=f"<t:{int(project.voting_ends_at)}:R>")
+    rows = []
+    for s in project.slot_plan[:25]:
+        lead = leaders.get(s.index)
+        lead_txt = f"clip #{lead[0]} (score {lead[1]})" if lead else "—"
+        rows.append(f"`{s.index + 1:>2}` {s.start:6.1f}s · {candidates.get(s.index, 0)} "
+                    f"candidate(s) · leader {lead_txt}")
+    if n > 25:
+        rows.append(f"… and {n - 25} more slots")
+    e.description = "\n".join(rows) or "No slots."
+    return e

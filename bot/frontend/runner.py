@@ -1,0 +1,55 @@
+"""``crowdcut run`` and ``crowdcut sync-commands``: build the bot from settings and go."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+
+from bot.app import App, build_app
+from bot.discord_endpoints import DISCORD_API_BASE, point_discord_py_at
+from bot.frontend.client import CrowdcutBot
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_bot(app: App) -> CrowdcutBot:
+    """A bot aimed at the configured REST base and gateway."""
+    bot = CrowdcutBot(app)
+    s = app.settings
+    custom_base = s.discord_api_base.rstrip("/") != DISCORD_API_BASE
+    point_discord_py_at(s.discord_api_base if custom_base else None,
+                        s.discord_gateway_url or None, bot)
+    return bot
+
+
+async def run_bot(settings: Settings) -> int:
+    app = build_app(settings)
+    bot = make_bot(app)
+    try:
+        async with bot:
+            bot.start_background()
+            await bot.start(settings.discord_token)
+    finally:
+        await app.aclose()
+    return 0
+
+
+async def sync_commands(settings: Settings, guild_id: int | None = None) -> int:
+    """Push the slash commands to Discord: globally, or to one guild (instant)."""
+    app = build_app(settings)
+    bot = make_bot(app)
+    try:
+        async with bot:
+            await bot.login(settings.discord_token)   # runs setup_hook: cogs loaded
+            guild = discord.Object(guild_id) if guild_id else None
+            if guild:
+                bot.tree.copy_global_to(guild=guild)
+            synced = await bot.tree.sync(guild=guild)
+            print(f"synced {len(synced)} commands "
+                  f"{'to guild ' + str(guild_id) if guild_id else 'globally'}: "
+                  + ", ".join(c.name for c in synced))
+    finally:
+        await app.aclose()
+    return 0

@@ -1,0 +1,159 @@
+"""Persistent buttons: prompt pre-moderation and cut approval.
+
+Custom ids carry their state (``crowdcut:<feature>:<action>:<id>``) and are parsed
+back by ``DynamicItem``, so the buttons keep working after a restart with no view
+registry in memory. Every press re-checks, on our side, that the presser is a
+moderator.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.errors import InvalidState, NotFound, UserFacingError
+from bot.frontend.checks import NO_MENTIONS, reply_error, require_moderator
+from bot.frontend.render import quote
+from bot.services.submissions import Author
+from storage.models import Job
+
+if TYPE_CHECKING:
+    from bot.frontend.client import CrowdcutBot
+
+log = logging.getLogger(__name__)
+
+
+def _author(user: discord.abc.User) -> Author:
+    return Author(user.id, user.display_name, user.bot)
+
+
+class PromptDecision(discord.ui.DynamicItem[discord.ui.Button[Any]],
+                     template=r"crowdcut:prompt:(?P<action>approve|reject):(?P<job>\d+)"):
+    """Approve / Reject on a prompt waiting in the moderators' channel."""
+
+    def __init__(self, action: str, job_id: int) -> None:
+        approve = action == "approve"
+        super().__init__(discord.ui.Button(
+            label="Approve" if approve else "Reject",
+            style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
+            custom_id=f"crowdcut:prompt:{action}:{job_id}"))
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> PromptDecision:
+        return cls(match["action"], int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        bot: CrowdcutBot = interaction.client  # type: ignore[assignment]
+        try:
+            require_moderator(interaction.user, bot.settings)
+            job = await bot.submissions.moderate(self.job_id, _author(interaction.user),
+                                                 approve=self.action == "approve")
+        except UserFacingError as e:
+            await reply_error(interaction, e)
+            return
+        verdict = "✅ approved" if self.action == "approve" else "❌ rejected"
+        content = (interaction.message.content if interaction.message else "") or ""
+        await interaction.response.edit_message(
+            content=f"{content}\n**{verdict} by {interaction.user.display_name}**",
+            view=None, allowed_mentions=NO_MENTIONS)
+        await bot.publisher.job_changed(job)
+
+
+class CutDecision(discord.ui.DynamicItem[discord.ui.Button[Any]],
+                  template=r"crowdcut:cut:(?P<action>approve|reject):(?P<cut>\d+)"):
+    """Approve / Reject under a cut preview."""
+
+    def __init__(self, action: str, cut_id: int) -> None:
+        approve = action == "approve"
+        super().__init__(discord.ui.Button(
+            label="Approve this cut" if approve else "Not yet",
+            style=discord.ButtonStyle.success if approve else discord.ButtonStyle.secondary,
+            custom_id=f"crowdcut:cut:{action}:{cut_id}"))
+        self.action = action
+        self.cut_id = cut_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]) -> CutDecision:
+        return cls(match["action"], int(match["cut"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        bot: CrowdcutBot = interaction.client  # type: ignore[assignment]
+        try:
+            require_moderator(interaction.user, bot.settings)
+            cut = await bot.app.store.get_cut(self.cut_id)
+            if cut is None:
+                raise NotFound(f"There is no cut #{self.cut_id}.")
+            project = await bot.app.store.get_project(cut.project_id)
+            if project is None or project.state == "approved":
+                raise InvalidState("This project's cut is already approved.")
+            latest = await bot.app.store.latest_cut(project.id)
+            if latest is not None and latest.id != cut.id:
+                raise InvalidState(f"A newer cut (#{latest.id}) exists; approve that one.")
+        except UserFacingError as e:
+            await reply_error(interaction, e)
+            return
+        if self.action == "reject":
+            await bot.app.store.audit("reject_cut", actor_id=interaction.user.id,
+                                      guild_id=project.guild_id, project_id=project.id,
+                                      target=f"cut:{cut.id}")
+            await interaction.response.edit_message(
+                content=f"{interaction.message.content if interaction.message else ''}\n"
+                        f"**Not approved — {interaction.user.display_name} wants changes.**",
+                view=None, allowed_mentions=NO_MENTIONS)
+            return
+        await interaction.response.defer()
+        cog = bot.get_cog("Cuts")
+        await cog.publish(interaction.channel, project, cut, interaction.user)  # type: ignore[union-attr]
+        if interaction.message is not None:
+            await interaction.message.edit(view=None)
+
+
+def dynamic_items() -> list[type[discord.ui.DynamicItem[Any]]]:
+    return [PromptDecision, CutDecision]
+
+
+def cut_decision_view(cut_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CutDecision("approve", cut_id))
+    view.add_item(CutDecision("reject", cut_id))
+    return view
+
+
+async def send_for_approval(bot: CrowdcutBot, job: Job, author: discord.abc.User) -> None:
+    """Post a waiting prompt in the moderators' channel with Approve / Reject."""
+    channel = _moderation_channel(bot, job)
+    if channel is None:
+        log.warning("PREMODERATION is on but channel %r was not found; job %s waits",
+                    bot.settings.moderation_channel, job.id)
+        return
+    view = discord.ui.View(timeout=None)
+    view.add_item(PromptDecision("approve", job.id))
+    view.add_item(PromptDecision("reject", job.id))
+    files = []
+    if job.image_key:
+        files.append(discord.File(bot.app.media.path(job.image_key), filename="reference.png"))
+    msg = await channel.send(
+        f"🛡️ Prompt **#{job.id}** from {discord.utils.escape_markdown(author.display_name)} "
+        f"waits for approval:\n{quote(job.prompt, 1500)}", view=view, files=files,
+        allowed_mentions=NO_MENTIONS)
+    await bot.app.store.set_moderation(job.id, "pending", message_id=msg.id)
+
+
+def _moderation_channel(bot: CrowdcutBot, job: Job) -> discord.TextChannel | None:
+    want = bot.settings.moderation_channel.strip().lstrip("#")
+    source = bot.get_channel(job.channel_id) if job.channel_id else None
+    guild = getattr(source, "guild", None)
+    guilds = [guild] if guild else list(bot.guilds)
+    for g in guilds:
+        for ch in g.text_channels:
+            if ch.name == want or str(ch.id) == want:
+                return ch
+    return None
