@@ -186,6 +186,9 @@ class Look:
     params: Mapping[str, Any] = field(default_factory=dict)
     chord: tuple[float, float, float] = (220.0, 277.18, 329.63)
     blend: tuple[str, float] = ("normal", 0.3)
+    #: Ken-Burns move on a reference image: how far it zooms in, and towards which point
+    zoom: float = 0.2
+    focus: tuple[float, float] = (0.5, 0.5)
 
 
 SOURCES: tuple[str, ...] = ("gradients", "mandelbrot", "cellauto", "life", "plasma", "sierpinski")
@@ -282,6 +285,8 @@ def choose_look(prompt: str, seed: int) -> Look:
         params=params,
         chord=chord,  # type: ignore[arg-type]
         blend=dice.pick(_BLENDS),
+        zoom=round(dice.between(0.12, 0.3), 4),
+        focus=(round(dice.between(0.2, 0.8), 4), round(dice.between(0.2, 0.8), 4)),
     )
 
 
@@ -432,9 +437,7 @@ def ken_burns_video(
     extra: dict[str, Any] = {"re": None} if realtime else {}
     # zoompan moves in whole pixels: work at twice the size so the motion does not judder
     big_w, big_h = width * 2, height * 2
-    dice = _Dice(repr(sorted(look.params.items())).encode() + look.source.encode())
-    zoom = round(dice.between(0.12, 0.3), 4)
-    fx, fy = round(dice.between(0.2, 0.8), 4), round(dice.between(0.2, 0.8), 4)
+    zoom, (fx, fy) = look.zoom, look.focus
     picture = (
         ffmpeg.input(str(image), loop=1, framerate=fps, t=f"{duration:.3f}", **extra)
         .filter("scale", big_w, big_h, force_original_aspect_ratio="increase", flags="lanczos")
@@ -676,8 +679,8 @@ class LocalGenerator:
         task = self._tasks.get(job_id)
         if task is not None and state == "pending":
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # wait() rather than awaiting the task: our own cancellation must still propagate
+            await asyncio.wait([task])
 
     async def aclose(self) -> None:
         """Stop rendering. Unfinished jobs stay on disk and resume when polled again."""
