@@ -34,7 +34,6 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-import numpy as np
 from PIL import Image, ImageOps
 
 from bot.errors import InvalidImage
@@ -144,13 +143,12 @@ def _too_many_pixels(width: int, height: int, max_pixels: int) -> str:
 
 def _to_8bit(im: Image.Image) -> Image.Image:
     """Scale 16/32-bit greyscale to 8-bit ``L`` instead of letting Pillow clip it at 255."""
-    arr = np.asarray(im)
-    if im.mode.startswith("I;16") or arr.max(initial=0) > 255:
-        # 16-bit range: 0..65535 maps to 0..255 (values above are clipped)
-        arr = np.clip(arr.astype(np.float64) / 257.0, 0, 255)
-    else:
-        arr = np.clip(arr, 0, 255)
-    return Image.fromarray(np.rint(arr).astype(np.uint8))  # uint8 2-D: mode "L"
+    wide = im if im.mode in ("I", "F") else im.convert("I")
+    _, high = wide.getextrema()
+    if im.mode.startswith("I;16") or high > 255:
+        # 16-bit range: 0..65535 maps to 0..255, rounded; anything above is clipped below
+        wide = wide.point(lambda v: v * (1 / 257) + 0.5)
+    return wide.convert("L")
 
 
 def _to_srgb(im: Image.Image) -> Image.Image:
