@@ -91,6 +91,28 @@ class CrowdcutBot(commands.Bot):
             log.exception("catching up after start failed; carrying on")
         await self.worker.start()
         self.background_ready.set()
+        while True:   # voting that was opened "for N hours" closes itself
+            await asyncio.sleep(30)
+            try:
+                await self.close_due_projects()
+            except Exception:
+                log.exception("closing projects whose voting time ran out failed")
+
+    async def close_due_projects(self) -> int:
+        """Close every open project whose voting time is over, counting late votes first."""
+        import time
+
+        closed = 0
+        for project in await self.app.store.projects_due_to_close(time.time()):
+            await self.reconcile_votes(project.id)
+            project = await self.projects.close(project.id, by=None)
+            closed += 1
+            channel = self.get_channel(project.channel_id)
+            if isinstance(channel, discord.abc.Messageable):
+                await channel.send(f"🔴 Voting time is over: “{project.title}” is closed. "
+                                   "Moderators can now `/cut preview` and `/cut approve`.",
+                                   allowed_mentions=NO_MENTIONS)
+        return closed
 
     async def close(self) -> None:
         if self._background is not None:

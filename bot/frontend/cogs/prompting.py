@@ -72,17 +72,24 @@ class Prompting(CrowdcutCog):
         follow the job; it is edited through the channel, so it outlives the interaction."""
         job = sub.job
         text = status_text(job, ctx.author.display_name, sub.position)
-        if ctx.interaction is not None:
+        if ctx.interaction is None:
+            message = await ctx.reply(text, allowed_mentions=NO_MENTIONS, mention_author=False)
+            await self.app.store.set_status_message(job.id, message.id)
+        else:
+            message = await ctx.channel.send(text, allowed_mentions=NO_MENTIONS)
+            await self.app.store.set_status_message(job.id, message.id)
             if sub.position is None:
                 where = "it waits for a moderator's approval"
+            elif sub.position.position == 0:
+                where = f"generating now, ETA {format_eta(sub.position.eta_seconds)}"
             else:
                 where = (f"position {sub.position.position}, "
                          f"ETA {format_eta(sub.position.eta_seconds)}")
             await ctx.send(f"✅ Accepted as job #{job.id} — {where}.", ephemeral=True)
-            message = await ctx.channel.send(text, allowed_mentions=NO_MENTIONS)
-        else:
-            message = await ctx.reply(text, allowed_mentions=NO_MENTIONS, mention_author=False)
-        await self.app.store.set_status_message(job.id, message.id)
+        # the job may have moved while the message was on its way: show where it is now
+        current = await self.app.store.get_job(job.id)
+        if current is not None and current.state != job.state:
+            await self.bot.publisher.job_changed(current)
         if job.moderation == "pending":
             from bot.frontend.views import send_for_approval
 
