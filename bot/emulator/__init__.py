@@ -1,0 +1,104 @@
+"""A Discord emulator on 127.0.0.1 for tests and ``crowdcut demo``.
+
+It speaks enough of Discord's REST API v10 and Gateway for the **unmodified
+discord.py client** (``commands.Bot`` with app commands, views and buttons,
+hybrid and prefix commands with message content) to run a real bot against it,
+and it lets a test act as the guild's members.
+
+Pointing discord.py at it
+-------------------------
+::
+
+    from bot.discord_endpoints import point_discord_py_at
+
+    emu = await DiscordEmulator().start()
+    point_discord_py_at(emu.api_base, None, bot)   # sets discord.http.Route.BASE
+    await bot.login(emu.bot_token)
+    asyncio.create_task(bot.connect())
+
+``api_base`` (``http://127.0.0.1:PORT/api/v10``) becomes ``discord.http.Route.BASE``
+(process-wide: REST, webhooks and interaction callbacks all build URLs from it).
+With no gateway URL given, the client's first connect asks ``GET /gateway/bot``,
+which the emulator answers with its own ``ws://127.0.0.1:PORT/gateway``; pass
+``emu.gateway_url`` (or the DISCORD_GATEWAY_URL setting) to skip that call.
+:func:`bot.discord_endpoints.reset_discord_py_endpoints` undoes it.
+``tests/emulator_fixtures.py`` wraps all of this in ``running_bot(emu, bot)``.
+
+Driver API
+----------
+::
+
+    emu = DiscordEmulator(upload_limit=10 * 1024 * 1024, interaction_timeout=3.0)
+    await emu.start()            # binds 127.0.0.1:0; also ``async with DiscordEmulator() as emu``
+    emu.api_base, emu.gateway_url, emu.bot_token, emu.application_id, emu.bot_user_id
+    emu.guild_id
+    emu.channels                 # {"general": id, "crowdcut": id, "moderators": id}
+    emu.roles                    # {"@everyone": id, "Moderator": id, "Manager": id, "crowdcut": id}
+    emu.owner, emu.bot_user      # EmuUser(id, name)
+
+    m = emu.add_member("alice", roles=["Moderator"], bot=False, manage_guild=False)  # -> EmuUser
+    msg = await emu.send_message(m.id, channel_id, "text",
+                                 attachments=[("ref.png", b"...", "image/png")], reply_to=None)
+    it = await emu.invoke_slash(m.id, channel_id, "prompt",
+                                {"text": "...", "image": ("ref.png", data, "image/png")},
+                                subcommand=None)          # or "sub" / "group sub"
+    it = await emu.click_button(m.id, message_id, custom_id)
+    await it.wait_acked(timeout=3.0)   # -> seconds from dispatch to the first callback
+    await it.wait_reply(timeout=10.0)  # -> the answer the member sees (not "thinking")
+    it.responses, it.original, it.ack_latency, it.callback_type, it.failed, it.modal
+    await emu.add_reaction(m.id, channel_id, message_id, "👍")
+    await emu.remove_reaction(m.id, channel_id, message_id, "👍")
+    emu.messages(channel_id, viewer=m.id)     # oldest first, as that member sees them
+    emu.get_message(channel_id, message_id, viewer=None)
+    await emu.wait_for_message(channel_id, predicate, timeout=10, viewer=None, since=None)
+    emu.revision                              # pass as ``since`` to close races
+    emu.attachment_bytes(attachment_dict)     # -> bytes
+    emu.commands(guild=True)                  # what the application synced
+    emu.rate_limit_next("POST", r"/channels/\\d+/messages$", retry_after=0.3, global_=False)
+    emu.set_upload_limit(n)
+    emu.requests                              # (method, path, status), path relative to api_base
+    emu.request_log                           # RequestRecord: route template, query, body, response
+    emu.gateway_events                        # (event, data) dispatched
+    emu.dm_channel_id(user_id)
+    await emu.reconnect_bots()                # op 7: bots RESUME
+    await emu.wait_for_bot()
+    await emu.close()
+
+Messages are dicts in Discord's REST shape. Driver refusals raise
+:class:`DriverError` subclasses; permission refusals from the model raise
+:class:`ApiError` (Discord's status and code).
+
+Standalone: ``python -m bot.emulator --port 8765`` prints the api base, gateway
+URL and bot token.
+"""
+
+from __future__ import annotations
+
+from bot.emulator.driver import (
+    CommandNotAvailable,
+    ComponentNotFound,
+    DriverError,
+    FileTooLarge,
+    Interaction,
+    InteractionFailed,
+    InvalidOptions,
+    UnknownCommand,
+)
+from bot.emulator.rest import RequestRecord
+from bot.emulator.server import DiscordEmulator
+from bot.emulator.state import ApiError, EmuUser
+
+__all__ = [
+    "ApiError",
+    "CommandNotAvailable",
+    "ComponentNotFound",
+    "DiscordEmulator",
+    "DriverError",
+    "EmuUser",
+    "FileTooLarge",
+    "Interaction",
+    "InteractionFailed",
+    "InvalidOptions",
+    "RequestRecord",
+    "UnknownCommand",
+]
