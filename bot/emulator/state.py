@@ -128,8 +128,13 @@ class ApiError(Exception):
 
 
 def form_error(path: list[str | int], code: str, message: str) -> ApiError:
-    """Discord's 50035 "Invalid Form Body" with the nested ``errors`` object it uses."""
-    errors: dict[str, Any] = {"_errors": [{"code": code, "message": message}]}
+    """Discord's 50035 "Invalid Form Body" with the nested ``errors`` object it uses.
+
+    Live Discord puts a symbolic ``code`` (e.g. ``BASE_TYPE_MAX_LENGTH``) in each inner
+    error; the OpenAPI description types it as an integer, and the emulator follows
+    the description: the inner code is 50035 and the symbol leads the message.
+    """
+    errors: dict[str, Any] = {"_errors": [{"code": 50035, "message": f"{code}: {message}"}]}
     for key in reversed(path):
         errors = {str(key): errors}
     return ApiError(400, 50035, "Invalid Form Body", errors)
@@ -1380,7 +1385,11 @@ class EmulatorState:
                 "id": old["id"] if old else str(self.ids.new()),
                 "application_id": str(self.application_id),
                 "version": str(self.ids.new()),
-                "default_member_permissions": raw.get("default_member_permissions"),
+                "default_member_permissions": (
+                    None
+                    if raw.get("default_member_permissions") is None
+                    else str(int(raw["default_member_permissions"]))
+                ),
                 "type": ctype,
                 "name": name,
                 "description": raw.get("description", "") if ctype == 1 else "",
