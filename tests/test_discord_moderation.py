@@ -1,0 +1,191 @@
+"""Projects, cuts and moderation through Discord, end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.emulator import ComponentNotFound
+from bot.frontend.harness import bot_on_emulator
+from tests.conftest import make_settings
+from tests.discord_env import Community, env, guild, until  # noqa: F401
+
+__all__ = ["env", "guild"]
+
+MOD_COMMANDS = [
+    ("project", {"title": "x"}, "create"),
+    ("project", {}, "open"),
+    ("project", {}, "close"),
+    ("cut", {}, "preview"),
+    ("cut", {"clip": 1, "slot": 1}, "pin"),
+    ("cut", {"clip": 1}, "exclude"),
+    ("cut", {"clip": 1}, "include"),
+    ("cut", {}, "approve"),
+    ("audit", {}, None),
+]
+
+
+@pytest.mark.parametrize("name,options,sub", MOD_COMMANDS,
+                         ids=[f"{n} {s or ''}".strip() for n, _, s in MOD_COMMANDS])
+async def test_a_member_who_is_not_a_moderator_is_refused_ephemerally(guild, name, options, sub):
+    await guild.open_project()
+    _, reply = await guild.slash(guild.alice, name, options, subcommand=sub)
+    assert reply["flags"] & 64
+    assert "Only moderators can do that" in reply["content"]
+
+
+async def test_manage_server_makes_a_moderator_without_the_role(guild):
+    manager = guild.emu.add_member("manager", manage_guild=True)
+    _, reply = await guild.slash(manager, "project", {"title": "Managed", "slots": 2},
+                                 subcommand="create")
+    assert "is open" in reply["content"]
+
+
+async def test_a_project_with_a_song_is_split_into_slots_and_shows_its_status(guild, tmp_path):
+    from bot.media.song import synthesize_song
+
+    song = await synthesize_song(tmp_path / "s.m4a", 3.0)
+    _, reply = await guild.slash(guild.mod, "project", {
+        "title": "Song Night", "song": ("song.m4a", song.read_bytes(), "audio/mp4")},
+        subcommand="create")
+    assert "3 slots of 1.0s" in reply["content"]
+    await guild.prompt_and_post(guild.alice, "opening shot", slot=1)
+    _, reply = await guild.slash(guild.bob, "project", subcommand="status")
+    embed = reply["embeds"][0]
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Slots filled"] == "1 / 3" and fields["State"] == "open"
+    assert "leader clip #1" in embed["description"]
+    _, reply = await guild.slash(guild.mod, "project", {"title": "Another"}, subcommand="create")
+    assert "already has the project" in reply["content"]
+
+
+async def test_a_song_that_is_not_audio_is_refused(guild):
+    _, reply = await guild.slash(guild.mod, "project", {
+        "title": "Bad", "song": ("song.mp3", b"not really an mp3" * 100, "audio/mpeg")},
+        subcommand="create")
+    assert "not an audio file" in reply["content"]
+
+
+async def test_the_cut_is_previewed_overridden_and_approved_with_the_button(guild):
+    await guild.open_project(slots=2)
+    a = await guild.prompt_and_post(guild.alice, "slot one favourite", slot=1)
+    b = await guild.prompt_and_post(guild.bob, "slot one underdog", slot=1)
+    c = await guild.prompt_and_post(guild.carol, "slot two", slot=2)
+    await guild.emu.add_reaction(guild.carol.id, guild.channel, a.message_id, "👍")
+    await until(lambda: guild.app.store.clip_votes(a.id))
+    _, reply = await guild.slash(guild.mod, "cut", {"clip": b.id, "slot": 1}, subcommand="pin")
+    assert f"Clip #{b.id} is pinned to slot 1" in reply["content"]
+    _, preview = await guild.slash(guild.mod, "cut", subcommand="preview", timeout=120)
+    names = sorted(att["filename"] for att in preview["attachments"])
+    assert names == ["preview.mp4", "storyboard.png"]
+    buttons = [c["custom_id"] for row in preview["components"] for c in row["components"]]
+    approve = next(x for x in buttons if ":approve:" in x)
+    assert approve.startswith("crowdcut:cut:approve:")
+    cut = await guild.app.store.latest_cut(a.project_id)
+    assert [s["clip_id"] for s in cut.slots] == [b.id, c.id]     # the pin beat the votes
+    # a member who is not a moderator presses the button: refused, nothing published
+    it = await guild.emu.click_button(guild.alice.id, int(preview["id"]), approve)
+    reply = await it.wait_reply()
+    assert "Only moderators" in reply["content"] and reply["flags"] & 64
+    assert (await guild.app.store.get_project(a.project_id)).state == "open"
+    # the moderator presses it
+    it = await guild.emu.click_button(guild.mod.id, int(preview["id"]), approve)
+    await it.wait_acked()
+    final = await guild.emu.wait_for_message(
+        guild.channel, lambda m: any(e.get("title", "").startswith("🎉")
+                                     for e in m.get("embeds", [])), timeout=60)
+    files = {att["filename"]: att for att in final["attachments"]}
+    assert set(files) == {f"crowdcut-{a.project_id}.mp4", f"crowdcut-{a.project_id}-manifest.json"}
+    manifest = json.loads(guild.emu.attachment_bytes(files[f"crowdcut-{a.project_id}-manifest.json"]))
+    assert [s["clip_id"] for s in manifest["slots"]] == [b.id, c.id]
+    credits = final["embeds"][0]["description"]
+    assert "bob" in credits and "carol" in credits
+    assert "approved by mod_mira" in final["embeds"][0]["footer"]["text"]
+    approved = await until(lambda: guild.app.store.latest_cut(a.project_id, "approved"))
+    project = await guild.app.store.get_project(a.project_id)
+    assert project.state == "approved" and approved.approved_by == guild.mod.id
+    actions = [e.action for e in await guild.app.store.audit_log(guild.emu.guild_id)]
+    assert {"pin_clip", "approve_cut", "create_project"} <= set(actions)
+
+
+async def test_cut_approve_closes_voting_renders_and_publishes(guild):
+    await guild.open_project(slots=1)
+    await guild.prompt_and_post(guild.alice, "only clip", slot=1)
+    _, reply = await guild.slash(guild.mod, "cut", subcommand="approve", timeout=120)
+    assert "approved and published" in reply["content"]
+    project = await guild.app.store.current_project(guild.emu.guild_id)
+    assert project is None     # approved: no current project any more
+
+
+async def test_excluded_clips_stay_out_and_include_puts_them_back(guild):
+    await guild.open_project(slots=1)
+    a = await guild.prompt_and_post(guild.alice, "good", slot=1)
+    b = await guild.prompt_and_post(guild.bob, "better", slot=1)
+    await guild.emu.add_reaction(guild.carol.id, guild.channel, b.message_id, "👍")
+    await until(lambda: guild.app.store.clip_votes(b.id))
+    await guild.slash(guild.mod, "cut", {"clip": b.id}, subcommand="exclude")
+    project = await guild.app.store.get_project(a.project_id)
+    assert [s.clip_id for s in await guild.env.bot.cuts.choose(project)] == [a.id]
+    await guild.slash(guild.mod, "cut", {"clip": b.id}, subcommand="include")
+    assert [s.clip_id for s in await guild.env.bot.cuts.choose(project)] == [b.id]
+
+
+async def test_premoderated_prompts_wait_for_a_moderators_button_even_across_a_restart(tmp_path):
+    async with bot_on_emulator(make_settings(tmp_path, premoderation=True)) as env:
+        g = Community(env)
+        await g.open_project()
+        _, reply = await g.slash(g.alice, "prompt", {"text": "please approve me"})
+        assert "waits for a moderator" in reply["content"]
+        mods = env.emu.channels["moderators"]
+        card = await env.emu.wait_for_message(mods, lambda m: "please approve me" in m["content"])
+        ids = [c["custom_id"] for row in card["components"] for c in row["components"]]
+        assert ids == ["crowdcut:prompt:approve:1", "crowdcut:prompt:reject:1"]
+        _, reply = await g.slash(g.alice, "prompt", {"text": "reject me"})
+        card2 = await env.emu.wait_for_message(mods, lambda m: "reject me" in m["content"])
+        await env.stop()
+        await env.start(sync=False)     # the buttons must still work after a restart
+        with pytest.raises(ComponentNotFound, match="cannot see #moderators"):
+            await env.emu.click_button(g.bob.id, int(card["id"]), ids[0])
+        it = await env.emu.click_button(g.mod.id, int(card["id"]), ids[0])
+        updated = await it.wait_reply()
+        assert "approved by mod_mira" in updated["content"] and not updated.get("components")
+        it = await env.emu.click_button(g.mod.id, int(card2["id"]), "crowdcut:prompt:reject:2")
+        assert "rejected by mod_mira" in (await it.wait_reply())["content"]
+        clip = await until(lambda: g._posted_clip(1), timeout=60)
+        assert clip.job_id == 1
+        assert (await env.app.store.get_job(2)).state == "canceled"
+        actions = [e.action for e in await env.app.store.audit_log(env.emu.guild_id)]
+        assert "approve_prompt" in actions and "reject_prompt" in actions
+
+
+async def test_forget_me_deletes_a_members_data_but_keeps_approved_clips_anonymous(guild):
+    await guild.open_project(slots=1)
+    kept = await guild.prompt_and_post(guild.alice, "in the final video", slot=1)
+    await guild.slash(guild.mod, "cut", subcommand="approve", timeout=120)
+    await guild.open_project(slots=1)
+    dropped = await guild.prompt_and_post(guild.alice, "never used", slot=1)
+    await guild.emu.add_reaction(guild.alice.id, guild.channel, kept.message_id, "👍")
+    it, reply = await guild.slash(guild.alice, "forgetme")
+    assert "cannot be undone" in reply["content"]
+    button = reply["components"][0]["components"][0]["custom_id"]
+    with pytest.raises(ComponentNotFound):      # ephemeral: bob cannot even see it
+        await guild.emu.click_button(guild.bob.id, int(reply["id"]), button)
+    it2 = await guild.emu.click_button(guild.alice.id, int(reply["id"]), button)
+    done = await it2.wait_reply()
+    assert "Deleted" in done["content"] and "credited as anonymous" in done["content"]
+    assert await guild.app.store.get_clip(dropped.id) is None
+    assert not guild.app.media.exists(dropped.media_key)
+    assert (await guild.app.store.get_clip(kept.id)).anonymous
+    _, info = await guild.slash(guild.bob, "clip", {"clip": kept.id})
+    fields = {f["name"]: f["value"] for f in info["embeds"][0]["fields"]}
+    assert fields["Author"] == "anonymous"
+
+
+async def test_a_429_from_discord_is_waited_out_and_the_reply_still_arrives(guild):
+    await guild.open_project()
+    guild.emu.rate_limit_next("POST", r"/channels/\d+/messages$", retry_after=0.3)
+    _, reply = await guild.slash(guild.alice, "prompt", {"text": "rate limited but fine"})
+    assert "Accepted" in reply["content"]
+    statuses = [r for r in guild.emu.requests if r[2] == 429]
+    assert statuses
