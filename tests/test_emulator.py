@@ -107,6 +107,35 @@ async def test_a_reconnect_request_is_resumed_with_missed_events_replayed() -> N
             assert emu.gateway.ready_count == 1  # resumed, not re-identified
 
 
+class NoIdentifyPauseBot(commands.Bot):
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """discord.py waits 5 s before a repeated IDENTIFY; the emulator has no such limit."""
+
+
+async def test_a_session_the_emulator_forgot_is_identified_again() -> None:
+    async with running_emulator() as emu:
+        bot = NoIdentifyPauseBot(command_prefix="!", **bot_options())
+        readies = collect(bot, "on_ready", lambda: True)
+        async with running_bot(emu, bot):
+            assert await emu.reconnect_bots() == 1
+            emu.gateway.sessions.clear()  # so the RESUME is answered INVALID_SESSION
+            await until(lambda: emu.gateway.ready_count == 2 and len(readies) == 2)
+            alice = emu.add_member("alice")
+            await until(lambda: bot.get_guild(emu.guild_id).get_member(alice.id) is not None)
+
+
+async def test_zstd_stream_is_spoken_when_discord_py_asks_for_it() -> None:
+    from discord.utils import _ActiveDecompressionContext
+
+    if _ActiveDecompressionContext.COMPRESSION_TYPE != "zstd-stream":
+        pytest.skip("discord.py found no zstd here, so it asks for zlib-stream")
+    async with running_emulator() as emu:
+        bot = make_bot()
+        async with running_bot(emu, bot):
+            alice = emu.add_member("alice")
+            await until(lambda: bot.get_guild(emu.guild_id).get_member(alice.id) is not None)
+
+
 async def test_a_wrong_token_is_refused() -> None:
     async with running_emulator() as emu:
         bot = make_bot()
@@ -333,6 +362,59 @@ async def test_a_button_on_a_persistent_view_reaches_its_callback() -> None:
             assert clicks == [alice.id]
             assert it.callback_type == 7 and updated["content"] == "1 vote(s)"
             assert emu.get_message(emu.channels["crowdcut"], sent.id)["content"] == "1 vote(s)"
+
+
+async def test_a_deferred_button_update_then_an_edit_is_the_reply() -> None:
+    class Work(discord.ui.View):
+        def __init__(self) -> None:
+            super().__init__(timeout=None)
+
+        @discord.ui.button(label="Go", custom_id="crowdcut:work:go:1")
+        async def go(self, interaction: discord.Interaction, _b: discord.ui.Button) -> None:
+            await interaction.response.defer()  # type 6: no "thinking" message
+            await asyncio.sleep(0.05)
+            await interaction.edit_original_response(content="done", view=None)
+            await interaction.followup.send("only you see this", ephemeral=True)
+
+    async with running_emulator() as emu:
+        bot = make_bot()
+        alice = emu.add_member("alice")
+        bob = emu.add_member("bob")
+        async with running_bot(emu, bot):
+            channel = bot.get_channel(emu.channels["crowdcut"])
+            sent = await channel.send("work", view=Work())
+            it = await emu.click_button(alice.id, sent.id, "crowdcut:work:go:1")
+            assert await it.wait_acked() < 3 and it.callback_type == 6
+            reply = await it.wait_reply()
+            assert (reply["id"], reply["content"], reply["components"]) == (
+                str(sent.id),
+                "done",
+                [],
+            )
+            await until(lambda: len(it.responses) == 2)
+            assert it.responses[1]["content"] == "only you see this"
+            assert it.responses[1]["flags"] & 64
+            assert [m["content"] for m in emu.messages(channel.id, viewer=bob.id)] == ["done"]
+            assert len(emu.messages(channel.id, viewer=alice.id)) == 2
+
+
+async def test_a_member_can_dm_the_bot_and_the_bot_answers() -> None:
+    async with running_emulator() as emu:
+        bot = make_bot()
+
+        @bot.command()
+        async def hi(ctx: commands.Context) -> None:
+            await ctx.send(f"hi {ctx.author.name}, in {type(ctx.channel).__name__}")
+
+        alice = emu.add_member("alice")
+        async with running_bot(emu, bot):
+            dm = emu.open_dm(alice.id)
+            await emu.send_message(alice.id, dm, "!hi")
+            reply = await emu.wait_for_message(
+                dm, lambda m: m["author"]["bot"] if "bot" in m["author"] else False, timeout=5
+            )
+        assert reply["content"] == "hi alice, in DMChannel"
+        assert emu.dm_channel_id(alice.id) == dm
 
 
 # -- messages, files, reactions --------------------------------------------------------------

@@ -381,8 +381,12 @@ class EmulatorDriver:
             return self.state.file_for_url(str(attachment["url"])).data
 
     def dm_channel_id(self, user_id: int) -> int | None:
-        """The DM channel the bot opened with ``user_id``, if any."""
+        """The DM channel between the bot and ``user_id``, if either opened one."""
         return self.state.dm_channels.get(int(user_id))
+
+    def open_dm(self, user_id: int) -> int:
+        """Open (or find) the DM channel between ``user_id`` and the bot; returns its id."""
+        return self.state.dm_channel(int(user_id)).id
 
     # -- reactions --------------------------------------------------------------------
 
