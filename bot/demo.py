@@ -60,6 +60,7 @@ async def run_demo(out: Path, *, direct: bool = False, members: int = 6,
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("discord.client").setLevel(logging.ERROR)   # "no voice support" notes
     settings = demo_settings(out)
     song = out / "song.m4a"
     _say(f"crowdcut demo — a simulated community session ({'direct' if direct else 'through the Discord emulator'})")

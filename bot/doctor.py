@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import tempfile
 from pathlib import Path
 
 from bot.errors import ConfigError
 from bot.settings import Settings
+from storage.store import describe_database
 
 REQUIRED_ENCODERS = ("libx264", "aac")
 
@@ -63,14 +63,12 @@ def run_doctor(env_file: str | None, *, data_dir: str | None = None) -> int:
 
     db = settings.db_path
     if db.exists():
-        try:
-            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            mode = conn.execute("pragma journal_mode").fetchone()[0]
-            n = conn.execute("select count(*) from _sqlite_migrations").fetchone()[0]
-            conn.close()
-            line(True, "database", f"{db} (journal {mode}, {n} migrations applied)")
-        except sqlite3.Error as e:
-            line(False, "database", f"{db}: {e}")
+        facts = describe_database(db)
+        if "error" in facts:
+            line(False, "database", f"{db}: {facts['error']}")
+        else:
+            line(True, "database", f"{db} (journal {facts['journal_mode']}, "
+                 f"{facts['migrations']} migrations applied, {facts['pending']} pending)")
     else:
         line(True, "database", f"{db} (will be created on first start)")
 

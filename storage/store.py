@@ -450,6 +450,26 @@ class Store:
                     [clip_id, user_id, emoji])
             return self._recompute_vote(clip_id, user_id, values)
 
+    def apply_reactions(self, events: list[tuple[int, int, str, bool, float]], *,
+                        values: dict[str, int]) -> int:
+        """Apply many vote reactions — (clip id, user id, emoji, added, at) — in order, in
+        one transaction (the bulk form of ``apply_reaction``). Returns how many."""
+        with self.db.atomic():
+            touched: set[tuple[int, int]] = set()
+            for clip_id, user_id, emoji, added, at in events:
+                if added:
+                    self.db.execute(
+                        "insert into reactions (clip_id, user_id, emoji, at) values (?,?,?,?) "
+                        "on conflict(clip_id, user_id, emoji) do nothing",
+                        [clip_id, user_id, emoji, at])
+                else:
+                    self.db.execute("delete from reactions where clip_id = ? and user_id = ? "
+                                    "and emoji = ?", [clip_id, user_id, emoji])
+                touched.add((clip_id, user_id))
+            for clip_id, user_id in touched:
+                self._recompute_vote(clip_id, user_id, values)
+        return len(events)
+
     def _recompute_vote(self, clip_id: int, user_id: int, values: dict[str, int]) -> Vote | None:
         rows = [r for r in self.db.execute(
             "select emoji, at from reactions where clip_id = ? and user_id = ? "
@@ -594,6 +614,22 @@ class Store:
     def job_counts(self) -> dict[str, int]:
         return {r["state"]: r["n"] for r in self.db.query(
             "select state, count(*) as n from jobs group by state")}
+
+
+def describe_database(path: Path | str) -> dict[str, Any]:
+    """Read-only facts about a database file, for ``crowdcut doctor``: its journal mode and
+    how many migrations are applied; ``{"error": ...}`` when it cannot be read."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            mode = conn.execute("pragma journal_mode").fetchone()[0]
+            applied = conn.execute("select count(*) from _sqlite_migrations").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        return {"error": str(e)}
+    return {"journal_mode": mode, "migrations": applied,
+            "pending": len(migrations._migrations) - applied}
 
 
 class QuotaFull(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from bot.app import App
@@ -10,6 +11,18 @@ from bot.core.voting import Tally, rank
 from storage.models import OPEN, Clip, Vote
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReactionEvent:
+    """One reaction added or removed, as the gateway reported it."""
+
+    message_id: int
+    user_id: int
+    emoji: str
+    added: bool
+    user_is_bot: bool
+    at: float
 
 
 @dataclass(frozen=True)
@@ -39,19 +52,35 @@ class VotingService:
                           user_is_bot: bool) -> ReactionOutcome:
         """Apply one reaction add/remove. Non-vote emojis, non-clip messages, bots, self
         votes and anything after the project closed are ignored (``counted`` False)."""
-        if not self.rules.is_vote_emoji(emoji):
-            return ReactionOutcome(False)
-        clip = await self.clip_for_message(message_id)
-        if clip is None:
-            return ReactionOutcome(False)
-        project = await self.store.get_project(clip.project_id)
-        if not self.rules.counts(emoji=emoji, voter_id=user_id, voter_is_bot=user_is_bot,
-                                 clip_author_id=clip.member_id,
-                                 project_open=project is not None and project.state == OPEN):
+        event = ReactionEvent(message_id, user_id, emoji, added, user_is_bot, time.time())
+        counted = await self.on_reactions([event])
+        clip = self._clips_by_message.get(message_id)
+        if not counted or clip is None:
             return ReactionOutcome(False, clip)
-        vote = await self.store.apply_reaction(clip.id, user_id, emoji, added=added,
-                                               values=self.rules.values)
-        return ReactionOutcome(True, clip, vote)
+        votes = [v for v in await self.store.clip_votes(clip.id) if v.voter_id == user_id]
+        return ReactionOutcome(True, clip, votes[0] if votes else None)
+
+    async def on_reactions(self, events: list[ReactionEvent]) -> int:
+        """Apply a batch of reaction events, in order, in one transaction. Returns how many
+        counted. The rules are those of ``on_reaction``."""
+        states: dict[int, str | None] = {}
+        rows: list[tuple[int, int, str, bool, float]] = []
+        for ev in events:
+            if not self.rules.is_vote_emoji(ev.emoji):
+                continue
+            clip = await self.clip_for_message(ev.message_id)
+            if clip is None:
+                continue
+            if clip.project_id not in states:
+                project = await self.store.get_project(clip.project_id)
+                states[clip.project_id] = project.state if project else None
+            if self.rules.counts(emoji=ev.emoji, voter_id=ev.user_id,
+                                 voter_is_bot=ev.user_is_bot, clip_author_id=clip.member_id,
+                                 project_open=states[clip.project_id] == OPEN):
+                rows.append((clip.id, ev.user_id, ev.emoji, ev.added, ev.at))
+        if rows:
+            await self.store.apply_reactions(rows, values=self.rules.values)
+        return len(rows)
 
     async def reconcile(self, clip: Clip, present: dict[str, set[int]], *,
                         bot_ids: set[int]) -> dict[str, int]:

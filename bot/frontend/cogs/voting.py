@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -13,6 +15,7 @@ from bot.errors import NotFound
 from bot.frontend.checks import NO_MENTIONS
 from bot.frontend.cogs.base import CrowdcutCog
 from bot.frontend.render import clip_info_embed
+from bot.services.voting import ReactionEvent
 
 if TYPE_CHECKING:
     from bot.frontend.client import CrowdcutBot
@@ -23,30 +26,56 @@ log = logging.getLogger(__name__)
 class Voting(CrowdcutCog):
     """Votes from reactions, clip info and the leaderboard."""
 
+    def __init__(self, bot: CrowdcutBot) -> None:
+        super().__init__(bot)
+        # Reaction events are applied by one consumer, in the order they arrived, in
+        # batches: discord.py runs each event handler as its own task, so handlers that
+        # wrote on their own could overtake each other (an add after its remove).
+        self._events: asyncio.Queue[ReactionEvent] = asyncio.Queue()
+        self._consumer: asyncio.Task[None] | None = None
+
+    async def cog_load(self) -> None:
+        self._consumer = asyncio.create_task(self._consume(), name="crowdcut-votes")
+
+    async def cog_unload(self) -> None:
+        if self._consumer is not None:
+            self._consumer.cancel()
+
     # raw events: they arrive for messages not in the cache too
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        await self._reaction(payload, added=True)
+        self._enqueue(payload, added=True)
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
-        await self._reaction(payload, added=False)
+        self._enqueue(payload, added=False)
 
-    async def _reaction(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
+    def _enqueue(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
+        # synchronous on purpose: the queue keeps the gateway's order
         if self.bot.user is not None and payload.user_id == self.bot.user.id:
             return
-        is_bot = False
         if payload.member is not None:
             is_bot = payload.member.bot
         else:
             user = self.bot.get_user(payload.user_id)
             is_bot = bool(user and user.bot)
-        try:
-            await self.bot.voting.on_reaction(
-                message_id=payload.message_id, user_id=payload.user_id,
-                emoji=str(payload.emoji), added=added, user_is_bot=is_bot)
-        except Exception:
-            log.exception("counting a reaction on message %s failed", payload.message_id)
+        self._events.put_nowait(ReactionEvent(payload.message_id, payload.user_id,
+                                              str(payload.emoji), added, is_bot, time.time()))
+
+    async def _consume(self) -> None:
+        while True:
+            batch = [await self._events.get()]
+            while not self._events.empty() and len(batch) < 1000:
+                batch.append(self._events.get_nowait())
+            try:
+                await self.bot.voting.on_reactions(batch)
+            except Exception:
+                log.exception("counting %d reactions failed", len(batch))
+
+    async def drain(self) -> None:
+        """Wait until every reaction received so far is counted."""
+        while not self._events.empty():
+            await asyncio.sleep(0.01)
 
     @commands.hybrid_command(name="clip")
     @app_commands.describe(clip="The clip number")
