@@ -417,6 +417,62 @@ async def test_a_member_can_dm_the_bot_and_the_bot_answers() -> None:
         assert emu.dm_channel_id(alice.id) == dm
 
 
+async def test_a_select_then_a_modal_reach_the_bot_and_its_answers_come_back() -> None:
+    class Rename(discord.ui.Modal, title="Rename"):
+        name = discord.ui.TextInput(
+            label="New name", custom_id="crowdcut:rename:name", max_length=20
+        )
+
+        async def on_submit(self, interaction: discord.Interaction) -> None:
+            await interaction.response.send_message(f"renamed to {self.name.value}", ephemeral=True)
+
+    class Pick(discord.ui.View):
+        def __init__(self) -> None:
+            super().__init__(timeout=None)
+
+        @discord.ui.select(
+            custom_id="crowdcut:pick:slot:1",
+            options=[
+                discord.SelectOption(label="Intro", value="intro"),
+                discord.SelectOption(label="Outro", value="outro"),
+            ],
+        )
+        async def pick(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
+            await interaction.response.send_modal(Rename())
+
+    async with running_emulator() as emu:
+        bot = make_bot()
+        alice = emu.add_member("alice")
+        async with running_bot(emu, bot):
+            channel = bot.get_channel(emu.channels["crowdcut"])
+            sent = await channel.send("pick a slot", view=Pick())
+            with pytest.raises(InvalidOptions):
+                await emu.choose(alice.id, sent.id, "crowdcut:pick:slot:1", ["middle"])
+            it = await emu.choose(alice.id, sent.id, "crowdcut:pick:slot:1", ["outro"])
+            await it.wait_acked()
+            assert it.callback_type == 9 and it.modal["title"] == "Rename"
+            with pytest.raises(InvalidOptions, match="requires"):
+                await emu.submit_modal(it, {})
+            submitted = await emu.submit_modal(it, {"crowdcut:rename:name": "Finale"})
+            reply = await submitted.wait_reply()
+            assert reply["content"] == "renamed to Finale" and reply["flags"] & 64
+
+
+async def test_new_channels_and_role_changes_reach_the_bot() -> None:
+    async with running_emulator() as emu:
+        bot = make_bot()
+        alice = emu.add_member("alice")
+        async with running_bot(emu, bot):
+            guild = bot.get_guild(emu.guild_id)
+            channel_id = emu.add_channel("showcase", topic="finished videos")
+            emu.set_roles(alice.id, ["Moderator"])
+            await until(lambda: guild.get_channel(channel_id) is not None)
+            await until(
+                lambda: [r.name for r in guild.get_member(alice.id).roles][-1] == "Moderator"
+            )
+            assert emu.channels["showcase"] == channel_id
+
+
 # -- messages, files, reactions --------------------------------------------------------------
 
 

@@ -390,6 +390,16 @@ async def test_a_bot_session_asks_and_gets_what_the_spec_says() -> None:
             )
             await interaction.delete_original_response()
 
+        class Rename(discord.ui.Modal, title="Rename"):
+            name = discord.ui.TextInput(label="New name", custom_id="crowdcut:rename:name")
+
+            async def on_submit(self, interaction: discord.Interaction) -> None:
+                await interaction.response.send_message(f"renamed to {self.name.value}")
+
+        @bot.tree.command(name="rename", description="Rename", guild=guild_obj)
+        async def rename(interaction: discord.Interaction) -> None:
+            await interaction.response.send_modal(Rename())
+
         @bot.tree.command(name="cut", description="Cut", guild=guild_obj)
         async def cut(interaction: discord.Interaction) -> None:
             await interaction.response.send_message("preview", view=Approve())
@@ -438,6 +448,10 @@ async def test_a_bot_session_asks_and_gets_what_the_spec_says() -> None:
             preview = await it.wait_reply()
             click = await emu.click_button(alice.id, int(preview["id"]), "crowdcut:cut:approve:1")
             assert (await click.wait_reply())["content"] == "approved"
+            it = await emu.invoke_slash(alice.id, channel_id, "rename")
+            await it.wait_acked()
+            submitted = await emu.submit_modal(it, {"crowdcut:rename:name": "Finale"})
+            assert (await submitted.wait_reply())["content"] == "renamed to Finale"
 
         covered = {(m, r) for (m, r, _s) in check_all(emu)}
         wanted = {

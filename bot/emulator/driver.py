@@ -29,6 +29,7 @@ from bot.emulator.state import (
     FLAG_LOADING,
     INTERACTION_APPLICATION_COMMAND,
     INTERACTION_MESSAGE_COMPONENT,
+    INTERACTION_MODAL_SUBMIT,
     USE_APPLICATION_COMMANDS,
     VIEW_CHANNEL,
     Channel,
@@ -229,7 +230,7 @@ class EmulatorDriver:
 
     def _init_driver(self) -> None:
         self._changed = asyncio.Event()
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._timers: dict[int, asyncio.TimerHandle] = {}
         self.state.on_change = self._notify
 
     def _notify(self) -> None:
@@ -272,6 +273,14 @@ class EmulatorDriver:
 
     def member(self, user_id: int) -> EmuUser:
         return self.state.get_user(user_id)
+
+    def set_roles(self, user_id: int, roles: Iterable[str]) -> None:
+        """Give a member exactly these roles (dispatches GUILD_MEMBER_UPDATE)."""
+        self.state.set_member_roles(user_id, roles)
+
+    def add_channel(self, name: str, topic: str | None = None) -> int:
+        """Add a text channel everyone can see (dispatches CHANNEL_CREATE); returns its id."""
+        return self.state.add_channel(name, topic=topic).id
 
     # -- messages ---------------------------------------------------------------------
 
@@ -657,6 +666,99 @@ class EmulatorDriver:
 
     async def click_button(self, user_id: int, message_id: int, custom_id: str) -> Interaction:
         """Click a button as a member; dispatches INTERACTION_CREATE (type 3) with the message."""
+        msg, channel, component = self._usable_component(user_id, message_id, custom_id, {2})
+        data = {"custom_id": custom_id, "component_type": 2, "id": component.get("id")}
+        record = self._new_interaction(INTERACTION_MESSAGE_COMPONENT, user_id, channel, data)
+        record.host_message_id = msg.id
+        record.payload["message"] = msg.render(user_id)
+        return await self._dispatch_interaction(record)
+
+    async def choose(
+        self, user_id: int, message_id: int, custom_id: str, values: Sequence[str]
+    ) -> Interaction:
+        """Pick ``values`` in a string select menu as a member (INTERACTION_CREATE, type 3)."""
+        msg, channel, component = self._usable_component(user_id, message_id, custom_id, {3})
+        offered = [o["value"] for o in component.get("options", [])]
+        low, high = component.get("min_values", 1), component.get("max_values", 1)
+        if not low <= len(values) <= high or any(v not in offered for v in values):
+            raise InvalidOptions(
+                f"select {custom_id!r} takes {low}..{high} of {offered}, got {list(values)}"
+            )
+        data = {
+            "custom_id": custom_id,
+            "component_type": 3,
+            "values": list(values),
+            "id": component.get("id"),
+        }
+        record = self._new_interaction(INTERACTION_MESSAGE_COMPONENT, user_id, channel, data)
+        record.host_message_id = msg.id
+        record.payload["message"] = msg.render(user_id)
+        return await self._dispatch_interaction(record)
+
+    async def submit_modal(
+        self, interaction: Interaction, values: Mapping[str, str | Sequence[str]]
+    ) -> Interaction:
+        """Fill in and submit the modal the application answered ``interaction`` with.
+
+        ``values`` maps each text input's (or string select's) custom id to what the
+        member typed (or picked); dispatches INTERACTION_CREATE type 5.
+        """
+        modal = interaction.modal
+        if modal is None:
+            raise DriverError(f"{interaction!r} was not answered with a modal")
+        left = dict(values)
+        label = f"modal {modal.get('custom_id')!r}"
+
+        def fill(component: dict[str, Any]) -> dict[str, Any] | None:
+            kind = component.get("type")
+            if kind == 1:
+                inner = [f for c in component.get("components", []) if (f := fill(c))]
+                return {"type": 1, "id": component.get("id"), "components": inner}
+            if kind == 18:
+                inner_one = fill(component["component"])
+                return {"type": 18, "id": component.get("id"), "component": inner_one}
+            custom_id = component.get("custom_id")
+            if kind == 4:
+                value = str(left.pop(custom_id, component.get("value") or ""))
+                low, high = component.get("min_length", 0), component.get("max_length", 4000)
+                if component.get("required", True) and not value:
+                    raise InvalidOptions(f"{label} requires {custom_id!r}")
+                if value and not low <= len(value) <= high:
+                    raise InvalidOptions(f"{label}: {custom_id!r} must be {low}..{high} long")
+                return {
+                    "type": 4,
+                    "id": component.get("id"),
+                    "custom_id": custom_id,
+                    "value": value,
+                }
+            if kind == 3:
+                picked = left.pop(custom_id, [])
+                chosen = [picked] if isinstance(picked, str) else list(picked)
+                return {
+                    "type": 3,
+                    "id": component.get("id"),
+                    "custom_id": custom_id,
+                    "values": chosen,
+                }
+            return None
+
+        components = [f for c in modal.get("components", []) if (f := fill(c))]
+        if left:
+            raise InvalidOptions(f"{label} has no input(s) {sorted(left)}")
+        previous = interaction.record
+        channel = self.state.get_channel(previous.channel_id)
+        data = {"custom_id": modal.get("custom_id"), "components": components}
+        record = self._new_interaction(INTERACTION_MODAL_SUBMIT, previous.user_id, channel, data)
+        record.trigger_id = previous.id
+        if previous.host_message_id is not None:
+            record.host_message_id = previous.host_message_id
+            host = self.state.messages[previous.host_message_id]
+            record.payload["message"] = host.render(previous.user_id)
+        return await self._dispatch_interaction(record)
+
+    def _usable_component(
+        self, user_id: int, message_id: int, custom_id: str, kinds: set[int]
+    ) -> tuple[StoredMessage, Channel, dict[str, Any]]:
         state = self.state
         user = state.get_user(user_id)
         msg = state.messages.get(int(message_id))
@@ -668,20 +770,19 @@ class EmulatorDriver:
         if msg.author_id != state.bot_user.id:
             raise ComponentNotFound(f"message {message_id} was not sent by the application")
         component = find_component(msg.data, custom_id)
-        if component is None or component.get("type") != 2:
+        if component is None or component.get("type") not in kinds:
             ids = [
                 c.get("custom_id")
                 for row in msg.data.get("components", [])
                 for c in row.get("components", [])
             ]
-            raise ComponentNotFound(f"no button {custom_id!r} on message {message_id} (has {ids})")
+            raise ComponentNotFound(
+                f"no component {custom_id!r} of type {sorted(kinds)} on message {message_id} "
+                f"(has {ids})"
+            )
         if component.get("disabled"):
-            raise ComponentNotFound(f"button {custom_id!r} is disabled")
-        data = {"custom_id": custom_id, "component_type": 2, "id": component.get("id")}
-        record = self._new_interaction(INTERACTION_MESSAGE_COMPONENT, user.id, channel, data)
-        record.host_message_id = msg.id
-        record.payload["message"] = msg.render(user.id)
-        return await self._dispatch_interaction(record)
+            raise ComponentNotFound(f"component {custom_id!r} is disabled")
+        return msg, channel, component
 
     # -- interactions plumbing --------------------------------------------------------
 
@@ -731,12 +832,12 @@ class EmulatorDriver:
         record.created_at = time.monotonic()
         state.emit("INTERACTION_CREATE", record.payload)
         loop = asyncio.get_running_loop()
-        handle = loop.call_later(self.interaction_timeout, self._expire, record)
-        self._timers.add(handle)
+        self._timers[record.id] = loop.call_later(self.interaction_timeout, self._expire, record)
         await self._settle()
         return Interaction(self, record)
 
     def _expire(self, record: InteractionRecord) -> None:
+        self._timers.pop(record.id, None)
         if not record.acked:
             record.expired = True
             log.warning("interaction %s failed: The application did not respond", record.id)

@@ -85,6 +85,9 @@ MESSAGE_CONTENT = 1 << 15
 PRIVILEGED_INTENTS = GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT
 ALL_INTENTS = (1 << 26) - 1
 
+#: how long a dropped session may still RESUME (Discord does not publish its window)
+RESUME_WINDOW = 300.0
+
 #: events Discord sends whatever the intents
 UNFILTERED = {
     "READY",
@@ -164,7 +167,7 @@ class Session:
     buffer: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5000))
     connection: Connection | None = None
     resumable: bool = True
-    identified_at: float = field(default_factory=time.monotonic)
+    disconnected_at: float | None = None
 
     def dispatch(self, event: str, data: dict[str, Any]) -> None:
         self.seq += 1
@@ -194,9 +197,13 @@ class Gateway:
     def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send ``event`` to every session whose intents ask for it (buffered for resumes)."""
         self.events.append((event, data))
+        now = time.monotonic()
         for session in list(self.sessions.values()):
-            if not session.resumable and session.connection is None:
-                continue
+            if session.connection is None:
+                gone = session.disconnected_at or now
+                if not session.resumable or now - gone > RESUME_WINDOW:
+                    self.sessions.pop(session.session_id, None)
+                    continue
             if event not in UNFILTERED and not session.intents & _event_intent(event, data):
                 continue
             session.dispatch(event, self._for_session(session, event, data))
@@ -279,6 +286,7 @@ class Gateway:
         session = conn.session
         if session is not None and session.connection is conn:
             session.connection = None
+            session.disconnected_at = time.monotonic()
             # a client's clean close (1000/1001) ends the session; anything else may RESUME
             code = conn.ws.close_code
             session.resumable = code not in (1000, 1001)
@@ -365,6 +373,7 @@ class Gateway:
             conn.send({"op": INVALID_SESSION, "d": False, "s": None, "t": None})
             return
         session.connection = conn
+        session.disconnected_at = None
         conn.session = session
         replay = [p for p in session.buffer if p["s"] > seq]
         for payload in replay:

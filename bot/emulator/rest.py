@@ -650,6 +650,8 @@ class RestApi:
             INTERACTION_MODAL_SUBMIT: {4, 5, 6, 7},
             INTERACTION_AUTOCOMPLETE: {8},
         }[record.type]
+        if ctype in (6, 7) and record.host_message_id is None:
+            allowed = allowed - {6, 7}  # a modal opened by a slash command has no message
         if ctype not in allowed:
             raise form_error(
                 ["type"],

@@ -71,7 +71,7 @@ class DiscordEmulator(EmulatorDriver):
 
     async def close(self) -> None:
         """Close bot connections, cancel interaction timers and stop serving."""
-        for handle in self._timers:
+        for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
         await self.gateway.close()

@@ -414,6 +414,7 @@ class InteractionRecord:
     modal: dict[str, Any] | None = None
     autocomplete_choices: list[dict[str, Any]] | None = None
     edited_after_ack: bool = False
+    trigger_id: int | None = None  # for a modal submit: the interaction that opened the modal
 
     @property
     def acked(self) -> bool:
@@ -570,7 +571,19 @@ class EmulatorState:
         )
         self.channels[channel.id] = channel
         self.channel_messages[channel.id] = []
+        if hasattr(self, "bot_role_id"):  # not while the guild is being built
+            self.emit("CHANNEL_CREATE", self.channel_payload(channel))
+            self.changed()
         return channel
+
+    def set_member_roles(self, user_id: int, role_names: Iterable[str]) -> Member:
+        """Replace a member's roles (dispatches GUILD_MEMBER_UPDATE)."""
+        member = self.get_member(user_id)
+        member.role_ids = [self.role_by_name(n).id for n in role_names]
+        payload = self.member_payload(member)
+        self.emit("GUILD_MEMBER_UPDATE", {**payload, "guild_id": str(self.guild_id)})
+        self.changed()
+        return member
 
     def _add_member_record(self, user: EmuUser, role_ids: list[int]) -> Member:
         member = Member(user, role_ids, time.time())
@@ -1169,17 +1182,7 @@ class EmulatorState:
             data["webhook_id"] = str(self.application_id)
             data["application_id"] = str(self.application_id)
             invoker = self.users[interaction.user_id]
-            metadata: dict[str, Any] = {
-                "id": str(interaction.id),
-                "type": interaction.type,
-                "user": invoker.payload(),
-                "authorizing_integration_owners": {"0": str(self.guild_id)},
-            }
-            if interaction.original_message_id is not None:
-                metadata["original_response_message_id"] = str(interaction.original_message_id)
-            if interaction.type == INTERACTION_MESSAGE_COMPONENT and interaction.host_message_id:
-                metadata["interacted_message_id"] = str(interaction.host_message_id)
-            data["interaction_metadata"] = metadata
+            data["interaction_metadata"] = self.interaction_metadata(interaction)
             if interaction.command_name:
                 data["interaction"] = {
                     "id": str(interaction.id),
@@ -1201,6 +1204,23 @@ class EmulatorState:
         if stored.visible_to is None:  # bots never receive ephemeral messages on the gateway
             self.emit("MESSAGE_CREATE", self.message_event(stored))
         return stored
+
+    def interaction_metadata(self, interaction: InteractionRecord) -> dict[str, Any]:
+        """``interaction_metadata`` of a message an interaction produced (resources/message)."""
+        metadata: dict[str, Any] = {
+            "id": str(interaction.id),
+            "type": interaction.type,
+            "user": self.users[interaction.user_id].payload(),
+            "authorizing_integration_owners": {"0": str(self.guild_id)},
+        }
+        if interaction.original_message_id is not None:
+            metadata["original_response_message_id"] = str(interaction.original_message_id)
+        if interaction.type == INTERACTION_MESSAGE_COMPONENT and interaction.host_message_id:
+            metadata["interacted_message_id"] = str(interaction.host_message_id)
+        trigger = self.interactions.get(interaction.trigger_id or 0)
+        if interaction.type == INTERACTION_MODAL_SUBMIT and trigger is not None:
+            metadata["triggering_interaction_metadata"] = self.interaction_metadata(trigger)
+        return metadata
 
     def edit_message(
         self,
