@@ -60,11 +60,20 @@ def _slots(clips: list[Path]) -> list[CutSlot]:
 
 @pytest.fixture(scope="module")
 def cut(tmp_path_factory):
-    """One assembly shared by the tests below: mixed sizes, rates, a clip with no audio."""
+    """One assembly shared by the tests below: mixed sizes, rates, chroma, a silent clip."""
     src = tmp_path_factory.mktemp("sources")
     a = make_clip(src / "a.mp4", width=640, height=360, fps=24, seconds=2)
     b = make_clip(src / "b.mp4", width=360, height=640, fps=30, seconds=1, audio=False)
-    c = make_clip(src / "c.mp4", width=854, height=480, fps=25, seconds=2, pattern="testsrc")
+    # 4:4:4 chroma (as xfade or an RGB source gives) must still end as yuv420p
+    c = make_clip(
+        src / "c.mp4",
+        width=854,
+        height=480,
+        fps=25,
+        seconds=2,
+        pattern="testsrc",
+        pix_fmt="yuv444p",
+    )
     slots = _slots([a, b, c, a])  # slot 3 reuses clip a
     song = asyncio.run(synthesize_song(src / "song.m4a", 10))
     out = tmp_path_factory.mktemp("cut")

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 #: clips normalized at once; each is one ffmpeg process
 NORMALIZE_CONCURRENCY = 2
+#: threads each normalizing ffmpeg may use for decoding and for x264; the processes run
+#: side by side, so together they fill the machine without each holding many frame buffers
+PART_THREADS = max(1, (os.cpu_count() or 2) // NORMALIZE_CONCURRENCY)
 #: x264 speed/quality trade-off for the master parts and the preview
 X264_PRESET = "veryfast"
 X264_CRF = 20
@@ -136,6 +140,29 @@ def _audio_encode_args() -> list[str]:
     return ["-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE), "-ac", "2"]
 
 
+#: ffprobe colour-space names to swscale's matrix names
+_SWS_MATRIX = {
+    "bt709": "bt709",
+    "smpte170m": "smpte170m",
+    "bt470bg": "bt470",
+    "fcc": "fcc",
+    "smpte240m": "smpte240m",
+    "bt2020nc": "bt2020",
+}
+
+
+def _matrix_options(info: ProbeResult) -> str:
+    """swscale options converting the source's YUV matrix and range to BT.709 limited.
+
+    An untagged source is taken as BT.709 when it is HD and BT.601 otherwise (what players
+    assume); when the source already is BT.709 limited, swscale does no colour work.
+    """
+    hd = (info.width or 0) >= 1280 or (info.height or 0) >= 720
+    matrix = _SWS_MATRIX.get(info.color_space or "", "bt709" if hd else "bt601")
+    in_range = info.color_range or "tv"
+    return f"in_color_matrix={matrix}:out_color_matrix=bt709:in_range={in_range}:out_range=tv"
+
+
 def _fit_filter(info: ProbeResult, width: int, height: int, fps: int, frames: int) -> str:
     """The video filter chain that turns any clip into exactly ``frames`` frames of WxH."""
     seconds = frames / fps
@@ -146,7 +173,7 @@ def _fit_filter(info: ProbeResult, width: int, height: int, fps: int, frames: in
         chain.append("scale=trunc(iw*sar/2)*2:ih,setsar=1")
     chain += [
         f"scale={width}:{height}:force_original_aspect_ratio=decrease:force_divisible_by=2"
-        ":out_color_matrix=bt709:out_range=tv",
+        f":{_matrix_options(info)}",
         f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:color=black",
         "setsar=1",
         f"fps={fps}",
@@ -181,7 +208,7 @@ async def _normalize(
     info = await probe_async(source)
     if not info.has_video:
         raise InvalidClip(f"{source.name} has no video")
-    args = ["-i", str(source)]
+    args = ["-threads", str(PART_THREADS), "-i", str(source)]
     if keep_audio and not info.has_audio:
         args += ["-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo"]
     graph = f"[0:v:0]{_fit_filter(info, width, height, fps, frames)}[v]"
@@ -191,7 +218,8 @@ async def _normalize(
     args += ["-filter_complex", graph, "-map", "[v]"]
     if keep_audio:
         args += ["-map", "[a]", *_audio_encode_args()]
-    args += [*_video_encode_args(fps), "-frames:v", str(frames), "-f", "mp4", str(dest)]
+    args += [*_video_encode_args(fps), "-threads", str(PART_THREADS)]
+    args += ["-frames:v", str(frames), "-f", "mp4", str(dest)]
     await run_ffmpeg(args, binary=binary, duration=frames / fps, progress=on_progress)
 
 
@@ -216,7 +244,8 @@ async def _credits_part(
     args += ["-filter_complex", f"[0:v]{vf}[v]", "-map", "[v]"]
     if keep_audio:
         args += ["-map", "1:a", *_audio_encode_args(), "-t", f"{seconds:.6f}"]
-    args += [*_video_encode_args(fps), "-frames:v", str(frames), "-f", "mp4", str(dest)]
+    args += [*_video_encode_args(fps), "-threads", str(PART_THREADS)]
+    args += ["-frames:v", str(frames), "-f", "mp4", str(dest)]
     await run_ffmpeg(args, binary=binary, duration=seconds, progress=on_progress)
 
 
@@ -472,7 +501,13 @@ async def assemble(
         async with semaphore:
             if part.source is None:
                 card = work / "credits.png"
-                lines = [(f"{s.index + 1}. {s.author or 'anonymous'}", s.prompt) for s in slots]
+                lines = [
+                    (
+                        f"{s.index + 1}. {s.author or 'anonymous'}",
+                        f"{s.prompt} (reused)" if s.reused else s.prompt,
+                    )
+                    for s in slots
+                ]
                 await asyncio.to_thread(render_credits_card, card, title, lines, width, height)
                 await _credits_part(card, part.path, frames=part.frames, fps=fps,
                                     keep_audio=keep_audio, binary=ffmpeg_binary,

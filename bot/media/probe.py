@@ -42,6 +42,10 @@ class ProbeResult:
     #: number of video frames when the container records it (MP4 does), else ``None``
     frame_count: int | None = None
     video_duration: float | None = None
+    #: YUV matrix the file is tagged with ("bt709", "smpte170m"...), ``None`` when untagged
+    color_space: str | None = None
+    #: "tv" (limited) or "pc" (full), ``None`` when untagged
+    color_range: str | None = None
     audio_codec: str | None = None
     sample_rate: int | None = None
     channels: int | None = None
@@ -50,6 +54,11 @@ class ProbeResult:
     def is_portrait(self) -> bool:
         """True for a video taller than it is wide."""
         return bool(self.width and self.height and self.height > self.width)
+
+
+#: AVColorSpace values to the names ffmpeg prints (2 is "unspecified")
+_COLOR_SPACES = {1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc"}
+_COLOR_RANGES = {1: "tv", 2: "pc"}
 
 
 def _fraction(value: object) -> Fraction | None:
@@ -106,6 +115,8 @@ def probe(path: Path | str) -> ProbeResult:
                 time_base=tb,
                 frame_count=video.frames or None,
                 video_duration=vdur,
+                color_space=_COLOR_SPACES.get(int(getattr(cc, "colorspace", 2) or 2)),
+                color_range=_COLOR_RANGES.get(int(getattr(cc, "color_range", 0) or 0)),
             )
             if not duration and vdur:
                 duration = vdur
