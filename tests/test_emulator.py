@@ -207,7 +207,11 @@ def prompt_bot(emu: DiscordEmulator, seen: dict[str, Any]) -> commands.Bot:
         await ctx.defer()
         data = await image.read() if image else b""
         seen["text"], seen["bytes"] = text, data
-        await ctx.send(f"queued {text!r} with {len(data)} bytes")
+        answer = f"queued {text!r} with {len(data)} bytes"
+        if ctx.interaction is not None:
+            await ctx.interaction.edit_original_response(content=answer)
+        else:
+            await ctx.send(answer)
 
     group = app_commands.Group(
         name="project",
@@ -223,6 +227,12 @@ def prompt_bot(emu: DiscordEmulator, seen: dict[str, Any]) -> commands.Bot:
         )
 
     bot.tree.add_command(group)
+
+    @bot.tree.command(name="later", description="Defers, then follows up", guild=guild)
+    async def later(interaction: discord.Interaction) -> None:
+        await interaction.response.defer(thinking=True)
+        await interaction.followup.send("here it is")
+        await interaction.followup.send("and one more")
 
     @bot.tree.command(name="slow", description="Never answers", guild=guild)
     async def slow(interaction: discord.Interaction) -> None:
@@ -241,7 +251,7 @@ async def test_slash_command_with_attachment_is_synced_invoked_deferred_and_edit
             with pytest.raises(UnknownCommand, match="was the tree synced"):
                 await emu.invoke_slash(alice.id, channel, "prompt", {"text": "x"})
             await bot.tree.sync(guild=discord.Object(emu.guild_id))
-            assert {c["name"] for c in emu.commands()} == {"prompt", "project", "slow"}
+            assert {c["name"] for c in emu.commands()} == {"prompt", "project", "later", "slow"}
             assert all(
                 c["id"] and c["application_id"] == str(emu.application_id) for c in emu.commands()
             )
@@ -263,6 +273,24 @@ async def test_slash_command_with_attachment_is_synced_invoked_deferred_and_edit
             assert emu.attachment_bytes(attachment) == PNG
             assert reply["interaction_metadata"]["user"]["id"] == str(alice.id)
             assert [m["id"] for m in emu.messages(channel)] == [reply["id"]]
+            token = it.token
+            assert ("PATCH", f"/webhooks/{emu.application_id}/{token}/messages/@original", 200) in (
+                emu.requests
+            )
+
+
+async def test_the_first_follow_up_after_a_defer_replaces_the_thinking_message() -> None:
+    async with running_emulator() as emu:
+        bot = prompt_bot(emu, {})
+        alice = emu.add_member("alice")
+        channel = emu.channels["crowdcut"]
+        async with running_bot(emu, bot):
+            await bot.tree.sync(guild=discord.Object(emu.guild_id))
+            it = await emu.invoke_slash(alice.id, channel, "later")
+            assert (await it.wait_reply())["content"] == "here it is"
+            await until(lambda: len(it.responses) == 2)
+            assert [m["content"] for m in it.responses] == ["here it is", "and one more"]
+            assert [m["content"] for m in emu.messages(channel)] == ["here it is", "and one more"]
 
 
 async def test_subcommands_options_and_ephemeral_replies() -> None:

@@ -43,6 +43,8 @@ Driver API
                                 {"text": "...", "image": ("ref.png", data, "image/png")},
                                 subcommand=None)          # or "sub" / "group sub"
     it = await emu.click_button(m.id, message_id, custom_id)
+    it = await emu.choose(m.id, message_id, custom_id, ["value"])      # string select
+    it2 = await emu.submit_modal(it, {"text-input-custom-id": "typed"})  # after a modal answer
     await it.wait_acked(timeout=3.0)   # -> seconds from dispatch to the first callback
     await it.wait_reply(timeout=10.0)  # -> the answer the member sees (not "thinking")
     it.responses, it.original, it.ack_latency, it.callback_type, it.failed, it.modal
@@ -59,10 +61,17 @@ Driver API
     emu.requests                              # (method, path, status), path relative to api_base
     emu.request_log                           # RequestRecord: route template, query, body, response
     emu.gateway_events                        # (event, data) dispatched
-    emu.dm_channel_id(user_id)
+    emu.dm_channel_id(user_id), emu.open_dm(user_id)   # DMs between a member and the bot
+    emu.add_channel("name", topic=None) -> id          # CHANNEL_CREATE
+    emu.set_roles(user_id, ["Moderator"])              # GUILD_MEMBER_UPDATE
     await emu.reconnect_bots()                # op 7: bots RESUME
     await emu.wait_for_bot()
     await emu.close()
+
+``interaction_timeout`` is the ack deadline (3 s like Discord); an interaction
+not answered by then fails, and a late callback gets 404 Unknown interaction.
+discord.py waits 5 s before any IDENTIFY that is not its first
+(``Client.before_identify_hook``); override that hook in tests that re-identify.
 
 Messages are dicts in Discord's REST shape. Driver refusals raise
 :class:`DriverError` subclasses; permission refusals from the model raise
