@@ -610,6 +610,24 @@ async def test_a_file_over_the_upload_limit_is_a_413() -> None:
             assert ok.attachments[0].size == 10
 
 
+async def test_what_discord_refuses_is_refused_and_changes_nothing() -> None:
+    async with running_emulator() as emu:
+        bot = make_bot()
+        async with running_bot(emu, bot):
+            channel = bot.get_channel(emu.channels["crowdcut"])
+            with pytest.raises(discord.HTTPException) as too_long:
+                await channel.send("x" * 2001)
+            assert (too_long.value.status, too_long.value.code) == (400, 50035)
+            assert "2000 or fewer" in str(too_long.value)
+            sent = await channel.send("keep me")
+            with pytest.raises(discord.HTTPException) as empty:
+                await sent.edit(content="")
+            assert empty.value.code == 50006
+            assert emu.get_message(channel.id, sent.id)["content"] == "keep me"
+            mods = bot.get_channel(emu.channels["moderators"])
+            await mods.send("the bot may post here")
+
+
 async def test_a_429_is_retried_by_discord_py_and_succeeds() -> None:
     async with running_emulator() as emu:
         bot = make_bot()

@@ -40,6 +40,7 @@ from bot.emulator.state import (
     SETTABLE_FLAGS,
     VIEW_CHANNEL,
     ApiError,
+    Channel,
     InteractionRecord,
     StoredMessage,
     UploadedFile,
@@ -496,7 +497,7 @@ class RestApi:
 
     # -- channels & messages ----------------------------------------------------------
 
-    def _channel(self, request: web.Request, needed: int = VIEW_CHANNEL):
+    def _channel(self, request: web.Request, needed: int = VIEW_CHANNEL) -> Channel:
         channel = self.state.get_channel(request.match_info["channel_id"])
         self.state.require(self.state.bot_user.id, channel, needed)
         return channel

@@ -24,7 +24,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -1055,6 +1055,10 @@ class EmulatorState:
                 )
             # files not referenced in ``attachments`` are still uploaded, in order
             wanted_new += [(f, f.filename, None) for f in by_index.values()]
+        if len(keep) + len(wanted_new) > MAX_ATTACHMENTS:
+            raise form_error(
+                ["attachments"], "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length."
+            )
         result = list(keep)
         for upload, name, description in wanted_new:
             upload = UploadedFile(upload.index, name, upload.content_type, upload.data)
@@ -1062,10 +1066,6 @@ class EmulatorState:
             if description:
                 attachment["description"] = description
             result.append(attachment)
-        if len(result) > MAX_ATTACHMENTS:
-            raise form_error(
-                ["attachments"], "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length."
-            )
         return result
 
     def _normalize_components(self, components: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1107,7 +1107,7 @@ class EmulatorState:
         channel: Channel,
         author: EmuUser,
         payload: dict[str, Any],
-        files: list[UploadedFile] = (),  # type: ignore[assignment]
+        files: Sequence[UploadedFile] = (),
         *,
         message_type: int = MESSAGE_DEFAULT,
         interaction: InteractionRecord | None = None,
@@ -1140,11 +1140,11 @@ class EmulatorState:
                     raise form_error(
                         ["message_reference"], "REPLIES_UNKNOWN_MESSAGE", "Unknown message"
                     ) from None
-        attachments = self._attachments_from(payload, files, channel, [], partial=False)
         flags = (int(payload.get("flags") or 0) & allow_flags) | extra_flags
         users, roles, everyone = self._mentions(
             content, payload.get("allowed_mentions"), author.id, channel, reply_to
         )
+        attachments = self._attachments_from(payload, files, channel, [], partial=False)
         msg_id = self.ids.new()
         data: dict[str, Any] = {
             "type": MESSAGE_REPLY
@@ -1226,7 +1226,7 @@ class EmulatorState:
         self,
         msg: StoredMessage,
         payload: dict[str, Any],
-        files: list[UploadedFile] = (),  # type: ignore[assignment]
+        files: Sequence[UploadedFile] = (),
         *,
         clear_flags: int = 0,
     ) -> StoredMessage:
@@ -1234,11 +1234,7 @@ class EmulatorState:
         files = list(files)
         self._validate_message(payload, partial=True)
         channel = self.get_channel(msg.channel_id)
-        data = msg.data
-        if "attachments" in payload or files:
-            data["attachments"] = self._attachments_from(
-                payload, files, channel, data.get("attachments", []), partial=True
-            )
+        data = copy.deepcopy(msg.data)  # a refused edit leaves the message as it was
         if "content" in payload:
             data["content"] = str(payload["content"] or "")
         if "embeds" in payload:
@@ -1256,10 +1252,22 @@ class EmulatorState:
             data["mentions"] = [self.users[u].payload() for u in users]
             data["mention_roles"] = [str(r) for r in roles]
             data["mention_everyone"] = everyone
-        if not (data["content"] or data["embeds"] or data["components"] or data["attachments"]):
+        keeps_files = (
+            data["attachments"] if "attachments" not in payload else payload["attachments"]
+        )
+        if not (data["content"] or data["embeds"] or data["components"] or keeps_files or files):
             if not data["flags"] & FLAG_LOADING:
                 raise ApiError(400, 50006, "Cannot send an empty message")
+        if "attachments" in payload or files:
+            data["attachments"] = self._attachments_from(
+                payload, files, channel, data.get("attachments", []), partial=True
+            )
+            if "embeds" in payload:  # attachment:// names resolve against the new files
+                data["embeds"] = self._normalize_embeds(
+                    payload["embeds"] or [], data["attachments"]
+                )
         data["edited_timestamp"] = iso(time.time())
+        msg.data = data
         msg.revision = self.changed()
         if msg.visible_to is None:
             self.emit("MESSAGE_UPDATE", self.message_event(msg))
