@@ -642,6 +642,11 @@ async def test_a_429_is_retried_by_discord_py_and_succeeds() -> None:
             assert statuses == [429, 200]
             assert emu.get_message(channel.id, sent.id)["content"] == "hello"
 
+            emu.rate_limit_next("GET", r"^/users/\d+$", retry_after=0.1, global_=True)
+            user = await bot.fetch_user(emu.owner.id)
+            assert user.name == emu.owner.name
+            assert [s for (m, p, s) in emu.requests if p == f"/users/{emu.owner.id}"] == [429, 200]
+
 
 async def test_allowed_mentions_none_pings_nobody() -> None:
     async with running_emulator() as emu:
