@@ -39,6 +39,13 @@ async def test_mp4_with_zero_frames_is_refused(tmp_path):
         await validate_clip(make_empty_mp4(tmp_path / "clip.mp4"))
 
 
+async def test_still_image_is_refused(tmp_path):
+    Image.new("RGB", (64, 36), (200, 30, 30)).save(tmp_path / "frame.png")
+    (tmp_path / "clip.mp4").write_bytes((tmp_path / "frame.png").read_bytes())
+    with pytest.raises(InvalidClip, match="still image"):
+        await validate_clip(tmp_path / "clip.mp4")
+
+
 async def test_truncated_download_is_refused(tmp_path):
     whole = make_clip(tmp_path / "whole.mp4", seconds=1).read_bytes()
     (tmp_path / "clip.mp4").write_bytes(whole[: len(whole) // 3])

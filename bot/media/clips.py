@@ -44,9 +44,10 @@ async def validate_clip(path: Path) -> ProbeResult:
     """Check that ``path`` is a usable video clip and describe it.
 
     Refuses, with :class:`InvalidClip`: a file that is not media, one without a video
-    stream (audio only, or an empty container), a video whose frames do not decode, a zero
-    duration, a duration over :data:`MAX_CLIP_SECONDS`, and absurd frame sizes. A clip
-    without audio is accepted (``has_audio`` is False); so is a portrait clip.
+    stream (audio only, or an empty container), a still image, a video whose frames do
+    not decode, a zero duration, a duration over :data:`MAX_CLIP_SECONDS`, and absurd
+    frame sizes. A clip without audio is accepted (``has_audio`` is False); so is a
+    portrait clip.
     """
     try:
         info = await probe_async(path)
@@ -55,6 +56,8 @@ async def validate_clip(path: Path) -> ProbeResult:
     if not info.has_video:
         what = "only audio" if info.has_audio else "no video or audio at all"
         raise InvalidClip(f"The generated file is not a video: it holds {what}.")
+    if info.format_name == "image2" or info.format_name.endswith("_pipe"):
+        raise InvalidClip("The generated file is a still image, not a video.")
     if not info.width or not info.height:
         raise InvalidClip("The generated video has no picture size.")
     if max(info.width, info.height) > MAX_SIDE:
