@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _FOOTER = re.compile(r"crowdcut clip #(\d+)")
 #: stay a little under the limit Discord states: the multipart envelope counts too
 UPLOAD_HEADROOM = 0.97
+MAX_413_RETRIES = 6
 
 
 class DiscordPublisher:
@@ -153,15 +154,17 @@ class DiscordPublisher:
             src = path
             if path.stat().st_size > limit:
                 src = await self._shrink(path, limit, tmp_files)
-            for attempt in range(3):
+            # Discord's 413 does not say the limit (a server's boost level sets it): halve
+            # the target until it fits, down to a clip of a few tens of kilobytes
+            for attempt in range(MAX_413_RETRIES + 1):
                 try:
                     return await channel.send(
                         embed=embed, file=discord.File(src, filename=f"clip-{clip.id}.mp4"),
                         allowed_mentions=NO_MENTIONS)
                 except discord.HTTPException as e:
-                    if e.status != 413 or attempt == 2:
+                    if e.status != 413 or attempt == MAX_413_RETRIES:
                         raise
-                    limit = int(min(limit, src.stat().st_size) * 0.6)
+                    limit = int(min(limit, src.stat().st_size) * 0.5)
                     log.info("clip %s: Discord said 413; re-encoding under %d bytes",
                              clip.id, limit)
                     src = await self._shrink(path, limit, tmp_files)
