@@ -12,7 +12,8 @@
 
 Side by side, the same burst and storm against **a naive bot** a user might write first
 (``bench/naive_bot.py``: the same discord.py, but it does its SQLite writes and the work
-on the event loop before answering, one reaction at a time).
+on the event loop before answering, one reaction at a time), and against a bot whose
+/prompt only defers: the floor that discord.py and the emulator set on this machine.
 
 Peak memory (RSS) of each bot process is sampled with psutil.
 
@@ -138,7 +139,9 @@ def plan_reactions(n: int, members: list[int], clip_msgs: dict[int, int],
     present: dict[tuple[int, int], dict[str, int]] = {}   # (member, clip) → emoji → order
     events = []
     clips = list(clip_msgs)
-    for i in range(n):
+    i = 0
+    while len(events) < n:
+        i += 1
         m, c = rng.choice(members), rng.choice(clips)
         have = present.setdefault((m, c), {})
         if have and rng.random() < 0.35:
@@ -168,14 +171,14 @@ async def run_one(label: str, bot_cmd: list[str], args: argparse.Namespace, tmp:
     channel = emu.channels["crowdcut"]
     members = [emu.add_member(f"member{i}") for i in range(args.members)]
     mod = emu.add_member("mod", roles=["Moderator"])
-    data = tmp / label / "data"
+    data = tmp / label.split()[0] / "data"
     data.mkdir(parents=True)
     member_ids = [m.id for m in members]
     clip_ids = seed(data, emu.guild_id, channel, member_ids, args.clips, clip_file)
     env = dict(os.environ, DISCORD_API_BASE=emu.api_base, DISCORD_GATEWAY_URL=emu.gateway_url,
                DISCORD_TOKEN=emu.bot_token, DATA_DIR=str(data), PREMODERATION="true",
                MAX_JOBS_PER_MEMBER="100", LOG_LEVEL="WARNING", STATUS_EDIT_SECONDS="3")
-    log = open(tmp / f"{label}.log", "wb")
+    log = open(tmp / f"{label.split()[0]}.log", "wb")
     sync = await asyncio.create_subprocess_exec(
         *bot_cmd[:-1], "sync-commands", "--guild", str(emu.guild_id), cwd=ROOT, env=env,
         stdout=log, stderr=log)
@@ -214,8 +217,10 @@ async def run_one(label: str, bot_cmd: list[str], args: argparse.Namespace, tmp:
         result["p99 ms"] = round(percentile(lat, 99) * 1000, 1) if lat else None
         result["max ms"] = round(max(lat) * 1000, 1) if lat else None
         result["over 3 s"] = sum(1 for x in lat if x > 3.0) + failed
+        if label.startswith("floor"):
+            return result
         await wait_db(db, "select count(*) from jobs where state = 'queued'",
-                      lambda r: r[0][0] >= args.prompts, timeout=300)
+                      lambda r: r[0][0] >= args.prompts, timeout=60)
 
         # --- the reaction storm
         authors = dict(db_rows(db, "select id, member_id from clips"))
@@ -285,8 +290,11 @@ async def main() -> None:
                                            str(tmp / "none.env"), "run"], args, tmp, clip_file)]
         print(rows[-1], flush=True)
         if not args.skip_naive:
-            rows.append(await run_one("naive", [sys.executable, str(ROOT / "bench" / "naive_bot.py"),
-                                                "run"], args, tmp, clip_file))
+            naive = [sys.executable, str(ROOT / "bench" / "naive_bot.py")]
+            rows.append(await run_one("naive", [*naive, "run"], args, tmp, clip_file))
+            print(rows[-1], flush=True)
+            rows.append(await run_one("floor (defer only)", [*naive, "--floor", "run"], args,
+                                      tmp, clip_file))
             print(rows[-1], flush=True)
     keys = list(rows[0])
     print()

@@ -1,6 +1,10 @@
 """The bot a user might write first, for ``bench/discord_load.py`` to compare against.
 
-The same discord.py and the same database, but the way a quick bot is usually written:
+With ``--floor`` its /prompt only acknowledges (defers) and does nothing else: the
+fastest answer discord.py itself can give, a floor for the latency numbers.
+
+Otherwise the same discord.py and the same database, but the way a quick bot is usually
+written:
 SQLite on the event loop with a commit per write, the status message sent before the
 interaction is answered, a reaction stored as "the vote" with no memory of the other
 emoji, and clips posted one by one at start-up. Not part of crowdcut.
@@ -71,9 +75,15 @@ class NaiveBot(discord.Client):
 bot = NaiveBot()
 
 
+FLOOR = "--floor" in sys.argv
+
+
 @bot.tree.command(name="prompt")
 async def prompt(interaction: discord.Interaction, text: str) -> None:
     """Queue a clip."""
+    if FLOOR:   # the floor: acknowledge and do nothing else
+        await interaction.response.defer(ephemeral=True)
+        return
     text = text.strip()
     project = bot.db.execute("select id from projects where state = 'open'").fetchone()
     cur = bot.db.execute(

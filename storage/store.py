@@ -84,6 +84,29 @@ class Store:
     def _now(self) -> float:
         return time.time()
 
+    # ------------------------------------------------------------------ plumbing
+    # Plain statements for the hot paths: sqlite-utils' table objects look the schema up
+    # (table names, primary keys) on every call, which costs more than the query itself.
+    def _rows(self, table: str, where: str, args: list[Any] | tuple[Any, ...] = (), *,
+              order_by: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = f"select * from {table} where {where}"
+        if order_by:
+            sql += f" order by {order_by}"
+        if limit is not None:
+            sql += f" limit {int(limit)}"
+        return list(self.db.query(sql, list(args)))
+
+    def _update(self, table: str, pk: int, changes: dict[str, Any]) -> None:
+        cols = ", ".join(f"{k} = ?" for k in changes)
+        self.db.execute(f"update {table} set {cols} where id = ?", [*changes.values(), pk])
+
+    def _insert(self, table: str, row: dict[str, Any]) -> int:
+        cols = ", ".join(row)
+        marks = ", ".join("?" * len(row))
+        cur = self.db.execute(f"insert into {table} ({cols}) values ({marks})",
+                              list(row.values()))
+        return int(cur.lastrowid)  # type: ignore[arg-type]
+
     # ------------------------------------------------------------------ schema
     @reader
     def applied_migrations(self) -> list[str]:
@@ -100,12 +123,12 @@ class Store:
             "slot_plan": json.dumps([s.__dict__ for s in slot_plan]),
             "song_key": song_key, "song_name": song_name, "song_seconds": song_seconds,
         }
-        pk = self.db["projects"].insert(row).last_pk
+        pk = self._insert("projects", row)
         return self.get_project(pk)  # type: ignore[return-value]
 
     @reader
     def get_project(self, project_id: int) -> Project | None:
-        rows = list(self.db["projects"].rows_where("id = ?", [project_id]))
+        rows = list(self._rows("projects", "id = ?", [project_id]))
         return from_row(Project, rows[0]) if rows else None
 
     @reader
@@ -115,7 +138,7 @@ class Store:
         if channel_id is not None:
             where += " and channel_id = ?"
             args.append(channel_id)
-        rows = list(self.db["projects"].rows_where(where, args, order_by="id desc", limit=1))
+        rows = list(self._rows("projects", where, args, order_by="id desc", limit=1))
         return from_row(Project, rows[0]) if rows else None
 
     @reader
@@ -130,7 +153,7 @@ class Store:
             where.append(f"state in ({','.join('?' * len(states))})")
             args.extend(states)
         return [from_row(Project, r) for r in  # type: ignore[misc]
-                self.db["projects"].rows_where(" and ".join(where), args, order_by="id")]
+                self._rows("projects", " and ".join(where), args, order_by="id")]
 
     def set_project_state(self, project_id: int, state: str, *, by: int | None = None,
                           voting_ends_at: float | None = None) -> Project:
@@ -145,34 +168,34 @@ class Store:
         elif state == "approved":
             changes["approved_at"] = now
             changes["approved_by"] = by
-        self.db["projects"].update(project_id, changes)
+        self._update("projects", project_id, changes)
         return self.get_project(project_id)  # type: ignore[return-value]
 
     def set_project_song(self, project_id: int, *, song_key: str, song_name: str,
                          song_seconds: float, slot_plan: list[Slot]) -> Project:
-        self.db["projects"].update(project_id, {
+        self._update("projects", project_id, {
             "song_key": song_key, "song_name": song_name, "song_seconds": song_seconds,
             "slot_plan": json.dumps([s.__dict__ for s in slot_plan])})
         return self.get_project(project_id)  # type: ignore[return-value]
 
     @reader
     def projects_due_to_close(self, now: float) -> list[Project]:
-        return [from_row(Project, r) for r in self.db["projects"].rows_where(  # type: ignore[misc]
+        return [from_row(Project, r) for r in self._rows("projects",   # type: ignore[misc]
             "state = 'open' and voting_ends_at is not null and voting_ends_at <= ?", [now])]
 
     # ------------------------------------------------------------------ members
     def upsert_member(self, member_id: int, name: str, *, is_bot: bool = False) -> Member:
         existing = self.get_member(member_id)
         if existing is None:
-            self.db["members"].insert({"id": member_id, "name": name, "is_bot": int(is_bot),
+            self._insert("members", {"id": member_id, "name": name, "is_bot": int(is_bot),
                                        "first_seen": self._now()})
         elif existing.name != name or existing.is_bot != is_bot:
-            self.db["members"].update(member_id, {"name": name, "is_bot": int(is_bot)})
+            self._update("members", member_id, {"name": name, "is_bot": int(is_bot)})
         return self.get_member(member_id)  # type: ignore[return-value]
 
     @reader
     def get_member(self, member_id: int) -> Member | None:
-        rows = list(self.db["members"].rows_where("id = ?", [member_id]))
+        rows = list(self._rows("members", "id = ?", [member_id]))
         return from_row(Member, rows[0]) if rows else None
 
     @reader
@@ -196,11 +219,11 @@ class Store:
         keep = set(keep_clip_ids)
         with self.db.atomic():
             clips = [from_row(Clip, r) for r in
-                     self.db["clips"].rows_where("member_id = ?", [member_id])]
+                     self._rows("clips", "member_id = ?", [member_id])]
             drop_clips = [c for c in clips if c.id not in keep]  # type: ignore[union-attr]
             kept_clips = [c for c in clips if c.id in keep]  # type: ignore[union-attr]
             jobs = [from_row(Job, r) for r in
-                    self.db["jobs"].rows_where("member_id = ?", [member_id])]
+                    self._rows("jobs", "member_id = ?", [member_id])]
             kept_job_ids = {c.job_id for c in kept_clips}  # type: ignore[union-attr]
             media = {c.media_key for c in drop_clips}  # type: ignore[union-attr]
             media |= {j.image_key for j in jobs if j.image_key}  # type: ignore[union-attr]
@@ -210,7 +233,7 @@ class Store:
                 self.db.execute("delete from overrides where clip_id = ?", [c.id])
                 self.db.execute("delete from clips where id = ?", [c.id])
             for c in kept_clips:
-                self.db["clips"].update(c.id, {"anonymous": 1})
+                self._update("clips", c.id, {"anonymous": 1})
             n_votes = self.db.execute("select count(*) from votes where voter_id = ?",
                                       [member_id]).fetchone()[0]
             self.db.execute("delete from votes where voter_id = ?", [member_id])
@@ -218,7 +241,7 @@ class Store:
             dropped_jobs = 0
             for j in jobs:
                 if j.id in kept_job_ids:  # type: ignore[union-attr]
-                    self.db["jobs"].update(j.id, {"image_key": None})  # type: ignore[union-attr]
+                    self._update("jobs", j.id, {"image_key": None})  # type: ignore[union-attr]
                 else:
                     self.db.execute("delete from jobs where id = ?", [j.id])  # type: ignore[union-attr]
                     dropped_jobs += 1
@@ -253,13 +276,13 @@ class Store:
                 n = self._count_active(member_id)
                 if n >= max_active:
                     raise QuotaFull(n)
-            pk = self.db["jobs"].insert({
+            pk = self._insert("jobs", {
                 "project_id": project_id, "member_id": member_id, "channel_id": channel_id,
                 "prompt": prompt, "image_key": image_key, "slot": slot, "duration": duration,
                 "aspect": aspect, "seed": seed, "extends_clip_id": extends_clip_id,
                 "state": QUEUED, "moderation": moderation, "attempts": 0,
                 "queued_at": self._now(),
-            }).last_pk
+            })
         return self.get_job(pk)  # type: ignore[return-value]
 
     def _count_active(self, member_id: int) -> int:
@@ -273,14 +296,14 @@ class Store:
 
     @reader
     def get_job(self, job_id: int) -> Job | None:
-        rows = list(self.db["jobs"].rows_where("id = ?", [job_id]))
+        rows = list(self._rows("jobs", "id = ?", [job_id]))
         return from_row(Job, rows[0]) if rows else None
 
     @reader
     def jobs_by_state(self, *states: str) -> list[Job]:
         marks = ",".join("?" * len(states))
         return [from_row(Job, r) for r in  # type: ignore[misc]
-                self.db["jobs"].rows_where(f"state in ({marks})", list(states), order_by="id")]
+                self._rows("jobs", f"state in ({marks})", list(states), order_by="id")]
 
     @reader
     def member_jobs(self, member_id: int, *, active_only: bool = True) -> list[Job]:
@@ -289,12 +312,12 @@ class Store:
             where += " and state in (?,?,?)"
             args += list(ACTIVE_JOB_STATES)
         return [from_row(Job, r) for r in  # type: ignore[misc]
-                self.db["jobs"].rows_where(where, args, order_by="id")]
+                self._rows("jobs", where, args, order_by="id")]
 
     @reader
     def dispatchable_jobs(self) -> list[Job]:
         """Queued jobs cleared for generation (moderation none/approved), oldest first."""
-        return [from_row(Job, r) for r in self.db["jobs"].rows_where(  # type: ignore[misc]
+        return [from_row(Job, r) for r in self._rows("jobs",   # type: ignore[misc]
             "state = ? and moderation in ('none', 'approved')", [QUEUED], order_by="id")]
 
     @reader
@@ -345,7 +368,7 @@ class Store:
             job = self.get_job(job_id)
             if job is None or job.state not in ACTIVE_JOB_STATES:
                 return None
-            self.db["jobs"].update(job_id, {"state": CANCELED, "finished_at": self._now()})
+            self._update("jobs", job_id, {"state": CANCELED, "finished_at": self._now()})
         return job
 
     def complete_job(self, job_id: int, *, media_key: str, duration: float, width: int,
@@ -360,18 +383,18 @@ class Store:
             if job is None or job.state not in (SUBMITTED, RUNNING):
                 return None
             now = self._now()
-            self.db["clips"].insert({
+            self._insert("clips", {
                 "job_id": job_id, "project_id": job.project_id, "member_id": job.member_id,
                 "media_key": media_key, "duration": duration, "width": width,
                 "height": height, "fps": fps, "has_audio": int(has_audio),
                 "size_bytes": size_bytes, "slot": job.slot, "channel_id": job.channel_id,
                 "created_at": now})
-            self.db["jobs"].update(job_id, {"state": DONE, "progress": 1.0,
+            self._update("jobs", job_id, {"state": DONE, "progress": 1.0,
                                             "finished_at": now, "error": None})
         return self.clip_for_job(job_id)
 
     def set_status_message(self, job_id: int, message_id: int) -> None:
-        self.db["jobs"].update(job_id, {"status_message_id": message_id})
+        self._update("jobs", job_id, {"status_message_id": message_id})
 
     def set_moderation(self, job_id: int, moderation: str, *, message_id: int | None = None
                        ) -> Job | None:
@@ -388,7 +411,7 @@ class Store:
             if moderation == "rejected" and job.state == QUEUED:
                 changes.update(state=CANCELED, finished_at=self._now(),
                                error="rejected by a moderator", error_kind="rejected")
-            self.db["jobs"].update(job_id, changes)
+            self._update("jobs", job_id, changes)
         return self.get_job(job_id)
 
     @reader
@@ -404,31 +427,31 @@ class Store:
     # ------------------------------------------------------------------ clips
     @reader
     def get_clip(self, clip_id: int) -> Clip | None:
-        rows = list(self.db["clips"].rows_where("id = ?", [clip_id]))
+        rows = list(self._rows("clips", "id = ?", [clip_id]))
         return from_row(Clip, rows[0]) if rows else None
 
     @reader
     def clip_for_job(self, job_id: int) -> Clip | None:
-        rows = list(self.db["clips"].rows_where("job_id = ?", [job_id]))
+        rows = list(self._rows("clips", "job_id = ?", [job_id]))
         return from_row(Clip, rows[0]) if rows else None
 
     @reader
     def clip_by_message(self, message_id: int) -> Clip | None:
-        rows = list(self.db["clips"].rows_where("message_id = ?", [message_id]))
+        rows = list(self._rows("clips", "message_id = ?", [message_id]))
         return from_row(Clip, rows[0]) if rows else None
 
     @reader
     def project_clips(self, project_id: int) -> list[Clip]:
         return [from_row(Clip, r) for r in  # type: ignore[misc]
-                self.db["clips"].rows_where("project_id = ?", [project_id], order_by="id")]
+                self._rows("clips", "project_id = ?", [project_id], order_by="id")]
 
     @reader
     def unposted_clips(self) -> list[Clip]:
         return [from_row(Clip, r) for r in  # type: ignore[misc]
-                self.db["clips"].rows_where("message_id is null", order_by="id")]
+                self._rows("clips", "message_id is null", order_by="id")]
 
     def mark_clip_posted(self, clip_id: int, *, channel_id: int, message_id: int) -> None:
-        self.db["clips"].update(clip_id, {"channel_id": channel_id, "message_id": message_id,
+        self._update("clips", clip_id, {"channel_id": channel_id, "message_id": message_id,
                                           "posted_at": self._now()})
 
     # ------------------------------------------------------------------ reactions and votes
@@ -514,7 +537,7 @@ class Store:
     @reader
     def clip_votes(self, clip_id: int) -> list[Vote]:
         return [from_row(Vote, r) for r in  # type: ignore[misc]
-                self.db["votes"].rows_where("clip_id = ?", [clip_id])]
+                self._rows("votes", "clip_id = ?", [clip_id])]
 
     @reader
     def vote_tallies(self, project_id: int) -> dict[int, tuple[int, int]]:
@@ -542,22 +565,22 @@ class Store:
     @reader
     def overrides(self, project_id: int) -> list[Override]:
         return [from_row(Override, r) for r in  # type: ignore[misc]
-                self.db["overrides"].rows_where("project_id = ?", [project_id], order_by="at")]
+                self._rows("overrides", "project_id = ?", [project_id], order_by="at")]
 
     # ------------------------------------------------------------------ cuts
     def save_cut(self, *, project_id: int, slots: list[dict[str, Any]], master_key: str | None,
                  preview_key: str | None, manifest_key: str | None, created_by: int | None,
                  state: str = "preview") -> Cut:
-        pk = self.db["cuts"].insert({
+        pk = self._insert("cuts", {
             "project_id": project_id, "state": state, "slots": json.dumps(slots),
             "master_key": master_key, "preview_key": preview_key,
             "manifest_key": manifest_key, "created_by": created_by,
-            "created_at": self._now()}).last_pk
+            "created_at": self._now()})
         return self.get_cut(pk)  # type: ignore[return-value]
 
     @reader
     def get_cut(self, cut_id: int) -> Cut | None:
-        rows = list(self.db["cuts"].rows_where("id = ?", [cut_id]))
+        rows = list(self._rows("cuts", "id = ?", [cut_id]))
         return from_row(Cut, rows[0]) if rows else None
 
     @reader
@@ -566,7 +589,7 @@ class Store:
         if state:
             where += " and state = ?"
             args.append(state)
-        rows = list(self.db["cuts"].rows_where(where, args, order_by="id desc", limit=1))
+        rows = list(self._rows("cuts", where, args, order_by="id desc", limit=1))
         return from_row(Cut, rows[0]) if rows else None
 
     def approve_cut(self, cut_id: int, *, by: int, message_id: int | None = None) -> Cut:
@@ -574,9 +597,9 @@ class Store:
             cut = self.get_cut(cut_id)
             assert cut is not None
             now = self._now()
-            self.db["cuts"].update(cut_id, {"state": "approved", "approved_by": by,
+            self._update("cuts", cut_id, {"state": "approved", "approved_by": by,
                                             "approved_at": now, "message_id": message_id})
-            self.db["projects"].update(cut.project_id, {"state": "approved",
+            self._update("projects", cut.project_id, {"state": "approved",
                                                         "approved_by": by, "approved_at": now})
         return self.get_cut(cut_id)  # type: ignore[return-value]
 
@@ -598,7 +621,7 @@ class Store:
     def audit(self, action: str, *, actor_id: int | None, guild_id: int | None = None,
               project_id: int | None = None, target: str | None = None,
               details: dict[str, Any] | None = None) -> None:
-        self.db["audit_log"].insert({
+        self._insert("audit_log", {
             "guild_id": guild_id, "project_id": project_id, "actor_id": actor_id,
             "action": action, "target": target, "details": json.dumps(details or {}),
             "at": self._now()})
@@ -606,7 +629,7 @@ class Store:
     @reader
     def audit_log(self, guild_id: int | None = None, limit: int = 50) -> list[AuditEntry]:
         where, args = ("guild_id = ?", [guild_id]) if guild_id is not None else ("1=1", [])
-        return [from_row(AuditEntry, r) for r in self.db["audit_log"].rows_where(  # type: ignore[misc]
+        return [from_row(AuditEntry, r) for r in self._rows("audit_log",   # type: ignore[misc]
             where, args, order_by="id desc", limit=limit)]
 
     # ------------------------------------------------------------------ stats
@@ -691,11 +714,14 @@ class AsyncStore:
         return self._writer
 
     async def aclose(self) -> None:
+        """Finish the work in flight, then close every connection. A connection is never
+        closed while a thread still uses it (that can crash SQLite)."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer_pool, self._writer.close)
+        await loop.run_in_executor(None, self._reader_pool.shutdown, True)
         with self._lock:
             readers = list(self._readers)
+            self._readers.clear()
         for s in readers:
             s.close()
-        self._writer_pool.shutdown(wait=True)
-        self._reader_pool.shutdown(wait=True)
+        await loop.run_in_executor(self._writer_pool, self._writer.close)
+        await loop.run_in_executor(None, self._writer_pool.shutdown, True)

@@ -128,9 +128,10 @@ class Interaction:
 
     @property
     def ack_latency(self) -> float | None:
-        """Seconds from dispatch to the first callback, or None while unanswered."""
+        """Seconds from the INTERACTION_CREATE frame being sent to the bot (written to its
+        socket) to the first callback arriving, or None while unanswered."""
         r = self.record
-        return None if r.acked_at is None else r.acked_at - r.created_at
+        return None if r.acked_at is None else r.acked_at - (r.sent_at or r.created_at)
 
     @property
     def callback_type(self) -> int | None:

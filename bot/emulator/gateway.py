@@ -125,6 +125,8 @@ class Connection:
     queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
     writer: asyncio.Task[None] | None = None
     session: Session | None = None
+    #: called with each payload once its frame is on the wire
+    on_sent: Callable[[dict[str, Any]], None] | None = None
 
     def start(self) -> None:
         self.writer = asyncio.create_task(self._write())
@@ -146,6 +148,8 @@ class Connection:
             except (ConnectionError, RuntimeError) as exc:
                 log.debug("gateway write failed: %s", exc)
                 return
+            if self.on_sent is not None:
+                self.on_sent(payload)
 
     async def stop(self) -> None:
         self.queue.put_nowait(None)
@@ -189,6 +193,14 @@ class Gateway:
         self.ready_count = 0
 
     # -- fan-out -----------------------------------------------------------------
+
+    def _frame_sent(self, payload: dict[str, Any]) -> None:
+        """Stamp an interaction with the moment its INTERACTION_CREATE left for the bot."""
+        if payload.get("t") != "INTERACTION_CREATE":
+            return
+        record = self.emu.state.interactions.get(int(payload["d"]["id"]))
+        if record is not None and record.sent_at is None:
+            record.sent_at = time.monotonic()
 
     @property
     def live_sessions(self) -> list[Session]:
@@ -243,6 +255,7 @@ class Gateway:
         ws = web.WebSocketResponse(autoping=True, max_msg_size=4 * 1024 * 1024)
         await ws.prepare(request)
         conn = Connection(ws, compress)
+        conn.on_sent = self._frame_sent
         conn.start()
         self.connections.add(conn)
         log.info("gateway connection opened (compress=%s)", mode or "none")

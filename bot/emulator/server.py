@@ -61,7 +61,9 @@ class DiscordEmulator(EmulatorDriver):
         self.rest.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        # Discord accepts any number of connections; aiohttp's default backlog of 128
+        # would drop SYNs in a burst and cost the client a 1 s retransmission
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         await site.start()
         self.port = self._runner.addresses[0][1]
         self.state.base_url = self.base_url

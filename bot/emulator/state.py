@@ -404,6 +404,7 @@ class InteractionRecord:
     guild_id: int
     payload: dict[str, Any]
     created_at: float  # time.monotonic() at dispatch
+    sent_at: float | None = None  # time.monotonic() once the frame was written to the bot
     command_name: str | None = None
     host_message_id: int | None = None  # the message whose component was used
     acked_at: float | None = None

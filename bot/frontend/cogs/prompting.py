@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,8 +24,19 @@ log = logging.getLogger(__name__)
 Aspect = Literal["16:9", "9:16", "1:1"]
 
 
+#: prompts being validated and stored at once. The acknowledgement (defer) happens before
+#: this gate: in a burst, every interaction is acknowledged at once and the heavier work
+#: (image checks, database writes, messages) queues here instead of crowding the event loop
+#: that the next acknowledgements need.
+INTAKE_CONCURRENCY = 4
+
+
 class Prompting(CrowdcutCog):
     """Prompt clips, extend clips, follow and cancel your jobs."""
+
+    def __init__(self, bot: CrowdcutBot) -> None:
+        super().__init__(bot)
+        self.intake = asyncio.Semaphore(INTAKE_CONCURRENCY)
 
     @commands.hybrid_command(name="prompt")
     @commands.guild_only()
@@ -39,16 +51,17 @@ class Prompting(CrowdcutCog):
                      aspect: Aspect | None = None) -> None:
         """Prompt a clip for the current project. Attach an image to guide it."""
         await ctx.defer(ephemeral=True)
-        project = await self.project_here(ctx)
-        data = None
-        if image is not None:
-            data = await self.read_attachment(image, limit=self.settings.image_max_bytes,
-                                              what="image")
-        sub = await self.bot.submissions.submit(
-            project, self.author(ctx.author), text, image=data,
-            slot=None if slot is None else slot - 1, duration=duration, aspect=aspect,
-            channel_id=ctx.channel.id)
-        await self._announce(ctx, sub)
+        async with self.intake:
+            project = await self.project_here(ctx)
+            data = None
+            if image is not None:
+                data = await self.read_attachment(image, limit=self.settings.image_max_bytes,
+                                                  what="image")
+            sub = await self.bot.submissions.submit(
+                project, self.author(ctx.author), text, image=data,
+                slot=None if slot is None else slot - 1, duration=duration, aspect=aspect,
+                channel_id=ctx.channel.id)
+            await self._announce(ctx, sub)
 
     @commands.hybrid_command(name="extend")
     @commands.guild_only()
@@ -59,13 +72,14 @@ class Prompting(CrowdcutCog):
                      slot: int | None = None) -> None:
         """Continue a clip: its last frame becomes the reference image of a new prompt."""
         await ctx.defer(ephemeral=True)
-        project = await self.project_here(ctx)
-        kwargs: dict[str, Any] = {"channel_id": ctx.channel.id}
-        if slot is not None:
-            kwargs["slot"] = slot - 1
-        sub = await self.bot.submissions.extend(project, self.author(ctx.author), clip, text,
-                                                **kwargs)
-        await self._announce(ctx, sub)
+        async with self.intake:
+            project = await self.project_here(ctx)
+            kwargs: dict[str, Any] = {"channel_id": ctx.channel.id}
+            if slot is not None:
+                kwargs["slot"] = slot - 1
+            sub = await self.bot.submissions.extend(project, self.author(ctx.author), clip,
+                                                    text, **kwargs)
+            await self._announce(ctx, sub)
 
     async def _announce(self, ctx: commands.Context[Any], sub: Submission) -> None:
         """Tell the member (ephemerally) and post the public status message that will
