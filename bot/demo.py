@@ -9,7 +9,6 @@ Discord emulator on 127.0.0.1; ``--direct`` calls the services instead.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 import time
@@ -63,7 +62,8 @@ async def run_demo(out: Path, *, direct: bool = False, members: int = 6,
     logging.getLogger("discord.client").setLevel(logging.ERROR)   # "no voice support" notes
     settings = demo_settings(out)
     song = out / "song.m4a"
-    _say(f"crowdcut demo — a simulated community session ({'direct' if direct else 'through the Discord emulator'})")
+    route = "direct" if direct else "through the Discord emulator"
+    _say(f"crowdcut demo — a simulated community session ({route})")
     _say(f"  synthesizing a {seconds:.0f} s song (no copyrighted audio) …")
     await synthesize_song(song, seconds, bpm=120, seed=3)
     if direct:

@@ -26,7 +26,8 @@ def run_doctor(env_file: str | None, *, data_dir: str | None = None) -> int:
     try:
         overrides = {"data_dir": Path(data_dir)} if data_dir else {}
         settings = Settings.load(env_file=env_file, **overrides)
-        line(True, "settings", f"loaded ({env_file if env_file and Path(env_file).is_file() else 'environment only'})")
+        source = env_file if env_file and Path(env_file).is_file() else "environment only"
+        line(True, "settings", f"loaded ({source})")
     except ConfigError as e:
         line(False, "settings", str(e))
         return 1

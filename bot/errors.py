@@ -21,7 +21,7 @@ ephemeral reply and logs everything else with its traceback.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
 class CrowdcutError(Exception):
@@ -76,7 +76,7 @@ class MediaError(CrowdcutError):
         self.stderr_tail = stderr_tail
 
 
-class GeneratorErrorKind(str, Enum):
+class GeneratorErrorKind(StrEnum):
     CONTENT_POLICY = "content_policy"
     INVALID_INPUT = "invalid_input"
     RATE_LIMITED = "rate_limited"

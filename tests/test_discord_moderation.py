@@ -97,7 +97,8 @@ async def test_the_cut_is_previewed_overridden_and_approved_with_the_button(guil
                                      for e in m.get("embeds", [])), timeout=60)
     files = {att["filename"]: att for att in final["attachments"]}
     assert set(files) == {f"crowdcut-{a.project_id}.mp4", f"crowdcut-{a.project_id}-manifest.json"}
-    manifest = json.loads(guild.emu.attachment_bytes(files[f"crowdcut-{a.project_id}-manifest.json"]))
+    manifest_file = files[f"crowdcut-{a.project_id}-manifest.json"]
+    manifest = json.loads(guild.emu.attachment_bytes(manifest_file))
     assert [s["clip_id"] for s in manifest["slots"]] == [b.id, c.id]
     credits = final["embeds"][0]["description"]
     assert "bob" in credits and "carol" in credits

@@ -41,7 +41,8 @@ def test_the_environment_wins_over_the_env_file(tmp_path):
 
 
 @pytest.mark.parametrize("name,value,expected", [
-    ("GENERATOR_CONCURRENCY", "lots", "GENERATOR_CONCURRENCY='lots' is not valid: expected a whole number"),
+    ("GENERATOR_CONCURRENCY", "lots",
+     "GENERATOR_CONCURRENCY='lots' is not valid: expected a whole number"),
     ("GENERATOR_CONCURRENCY", "0", "must be at least 1"),
     ("PREMODERATION", "maybe", "expected true or false"),
     ("GENERATOR", "sora", "allowed values are local"),

@@ -72,7 +72,7 @@ def friendly_command_error(error: BaseException) -> UserFacingError | None:
     """discord.py's own argument errors, as messages a member understands."""
     if isinstance(error, commands.MissingRequiredArgument):
         return UserFacingError(f"You left out `{error.param.name}`. "
-                               "See `/help` or the slash command's options.")
+                               "The slash command lists every option.")
     if isinstance(error, commands.MissingRequiredAttachment):
         return UserFacingError(f"Attach a file for `{error.param.name}`.")
     if isinstance(error, (commands.BadArgument, commands.BadLiteralArgument)):

@@ -71,14 +71,16 @@ def clip_embed(clip: Clip, job: Job, author: str, *, up: int = 0, down: int = 0,
 
 
 def clip_info_embed(clip: Clip, job: Job | None, author: str, up: int, down: int,
-                    jump_url: str | None) -> discord.Embed:
+                    jump_url: str | None, *, up_emoji: str = "👍",
+                    down_emoji: str = "👎") -> discord.Embed:
     e = discord.Embed(title=f"Clip #{clip.id}",
                       description=quote(job.prompt if job else "(prompt deleted)", 1000))
     e.add_field(name="Author", value=discord.utils.escape_markdown(author))
     e.add_field(name="Slot", value=clip_label(clip.slot))
     e.add_field(name="Backend", value=(job.backend if job else None) or "?")
     e.add_field(name="Seed", value=str(job.seed if job else "?"))
-    e.add_field(name="Votes", value=f"👍 {up} · 👎 {down} · score {up - down}")
+    e.add_field(name="Votes", value=f"{up_emoji} {up} · {down_emoji} {down} · "
+                f"score {up - down}")
     e.add_field(name="Size", value=f"{clip.width}×{clip.height} · {clip.duration or 0:.1f}s")
     if jump_url:
         e.add_field(name="Message", value=jump_url, inline=False)

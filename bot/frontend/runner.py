@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 
 import discord
 
@@ -25,14 +28,21 @@ def make_bot(app: App) -> CrowdcutBot:
 
 
 async def run_bot(settings: Settings) -> int:
+    """Run until stopped. SIGTERM and SIGINT close the bot cleanly: jobs in flight stay
+    resumable, the database is closed after the last write."""
     app = build_app(settings)
     bot = make_bot(app)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
     try:
         async with bot:
             bot.start_background()
             await bot.start(settings.discord_token)
     finally:
         await app.aclose()
+    log.info("crowdcut stopped")
     return 0
 
 

@@ -111,7 +111,12 @@ class CutDecision(discord.ui.DynamicItem[discord.ui.Button[Any]],
             return
         await interaction.response.defer()
         cog = bot.get_cog("Cuts")
-        await cog.publish(interaction.channel, project, cut, interaction.user)  # type: ignore[union-attr]
+        try:
+            await cog.publish(interaction.channel, project, cut,  # type: ignore[union-attr]
+                              interaction.user)
+        except UserFacingError as e:
+            await reply_error(interaction, e)
+            return
         if interaction.message is not None:
             await interaction.message.edit(view=None)
 

@@ -67,7 +67,7 @@ class CutService:
             index=slot.index, start=slot.start, duration=slot.duration,
             clip_path=self.app.media.path(clip.media_key), clip_id=clip.id,
             author="anonymous" if clip.anonymous else names.get(clip.member_id, "anonymous"),
-            prompt=job.prompt if job else "", backend=job.backend or "" if job else "",
+            prompt=job.prompt if job else "", backend=(job.backend or "") if job else "",
             votes={"up": up, "down": down, "score": up - down}, reused=ch.reason == "reused")
 
     async def leaderboard(self, project: Project) -> tuple[list[Tally], dict[int, list[Tally]]]:

@@ -120,8 +120,8 @@ class SubmissionService:
         finally:
             dest.unlink(missing_ok=True)
         kwargs.setdefault("slot", None if clip.slot is None else
-                          min(clip.slot + 1, max(0, len((project.slot_plan if project else
-                                                         [])) - 1)))
+                          min(clip.slot + 1, max(0, len(project.slot_plan if project else
+                                                         []) - 1)))
         return await self.submit(project, author, prompt, image=frame,
                                  extends_clip_id=clip_id, **kwargs)  # type: ignore[arg-type]
 

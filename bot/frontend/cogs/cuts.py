@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 class Cuts(CrowdcutCog):
     """Preview the winners, override votes, approve and publish the video."""
 
+    def __init__(self, bot: CrowdcutBot) -> None:
+        super().__init__(bot)
+        # two moderators approving at the same moment must publish one video, not two
+        self._publishing = asyncio.Lock()
+
     @commands.hybrid_group(name="cut", fallback="preview")
     @commands.guild_only()
     async def cut(self, ctx: commands.Context[Any]) -> None:
@@ -36,6 +41,9 @@ class Cuts(CrowdcutCog):
         project = await self.project_here(ctx)
         assert project is not None
         rendered = await self._render(ctx, project)
+        await self.app.store.audit("preview_cut", actor_id=ctx.author.id,
+                                   guild_id=project.guild_id, project_id=project.id,
+                                   target=f"cut:{rendered.cut.id}")
         from bot.frontend.views import cut_decision_view
 
         board = self.settings.renders_dir / f"project-{project.id}" / "storyboard.png"
@@ -43,8 +51,9 @@ class Cuts(CrowdcutCog):
         files = [discord.File(board, filename="storyboard.png")]
         files.append(await self._video_file(ctx, rendered, "preview"))
         await ctx.send(
-            f"🎬 Preview of cut #{rendered.cut.id} for “{discord.utils.escape_markdown(project.title)}”"
-            f" — {len(rendered.cut.slots)} slots. Moderators can approve it below.",
+            f"🎬 Preview of cut #{rendered.cut.id} for "
+            f"“{discord.utils.escape_markdown(project.title)}” — {len(rendered.cut.slots)} "
+            "slots. Moderators can approve it below.",
             files=files, view=cut_decision_view(rendered.cut.id), allowed_mentions=NO_MENTIONS)
 
     @cut.command(name="pin")
@@ -136,6 +145,14 @@ class Cuts(CrowdcutCog):
     async def publish(self, channel: discord.abc.Messageable, project: Project, cut: Cut,
                       approver: discord.abc.User) -> discord.Message:
         """Post the final video with its credits and manifest, and record the approval."""
+        async with self._publishing:
+            fresh = await self.app.store.get_project(project.id)
+            if fresh is None or fresh.state == "approved":
+                raise InvalidState("This project's cut is already approved.")
+            return await self._publish(channel, fresh, cut, approver)
+
+    async def _publish(self, channel: discord.abc.Messageable, project: Project, cut: Cut,
+                       approver: discord.abc.User) -> discord.Message:
         media = self.app.media
         video = media.path(cut.preview_key) if cut.preview_key else None
         guild = getattr(channel, "guild", None)

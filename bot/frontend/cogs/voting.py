@@ -91,8 +91,11 @@ class Voting(CrowdcutCog):
         jump = None
         if c.message_id and c.channel_id and ctx.guild:
             jump = f"https://discord.com/channels/{ctx.guild.id}/{c.channel_id}/{c.message_id}"
-        await ctx.send(embed=clip_info_embed(c, job, author, up, down, jump), ephemeral=True,
-                       allowed_mentions=NO_MENTIONS)
+        rules = self.app.rules
+        await ctx.send(embed=clip_info_embed(c, job, author, up, down, jump,
+                                             up_emoji=rules.up_emoji,
+                                             down_emoji=rules.down_emoji),
+                       ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @commands.hybrid_command(name="leaderboard")
     @commands.guild_only()
@@ -114,7 +117,8 @@ class Voting(CrowdcutCog):
             c = clips[t.clip_id]
             who = "anonymous" if c.anonymous else names.get(c.member_id, "someone")
             lines.append(f"`{i:>2}.` clip **#{t.clip_id}** · score {t.score:+d} "
-                         f"(👍 {t.up} · 👎 {t.down}) · {discord.utils.escape_markdown(who)}")
+                         f"({self.app.rules.up_emoji} {t.up} · {self.app.rules.down_emoji} "
+                         f"{t.down}) · {discord.utils.escape_markdown(who)}")
         embed = discord.Embed(title=f"🏆 {project.title} — {where}", description="\n".join(lines))
         await ctx.send(embed=embed, allowed_mentions=NO_MENTIONS)
 
