@@ -29,7 +29,6 @@ from storage.models import (
     CANCELED,
     DONE,
     FAILED,
-    OPEN,
     QUEUED,
     RUNNING,
     SUBMITTED,
