@@ -35,7 +35,7 @@ def test_xfade_can_leave_the_output_in_444_which_players_refuse(tmp_path):
 
 def test_filter_complex_script_is_gone_and_the_file_form_works(tmp_path):
     script = tmp_path / "graph.txt"
-    script.write_text("[0:v]scale=80:45[v]")
+    script.write_text("[0:v]scale=80:46[v]")
     src = make_clip(tmp_path / "s.mp4", audio=False)
     old = raw(["-i", str(src), "-filter_complex_script", str(script), "-map", "[v]",
                str(tmp_path / "old.mp4")])
@@ -55,12 +55,15 @@ def test_fs_truncates_the_video_instead_of_fitting_it(tmp_path):
     assert probe(out).duration < 2.5     # the end is simply gone
 
 
+def chatty(out):
+    """A small encode whose stderr (-debug_ts, debug log) is far over a 64 KiB pipe."""
+    return (ffmpeg_python.input("testsrc2=d=4:s=160x90", f="lavfi")
+            .output(str(out), vcodec="libx264", preset="ultrafast")
+            .global_args("-debug_ts", "-loglevel", "debug", "-y"))
+
+
 def test_ffmpeg_python_run_async_quiet_hangs_once_stderr_fills_its_pipe(tmp_path):
-    src = make_clip(tmp_path / "s.mp4", seconds=2)
-    stream = ffmpeg_python.input(str(src)).output(str(tmp_path / "o.mp4"), vcodec="libx264",
-                                                   preset="ultrafast").global_args(
-        "-loglevel", "debug", "-y")
-    proc = stream.run_async(cmd=ffmpeg_exe(), quiet=True)
+    proc = chatty(tmp_path / "o.mp4").run_async(cmd=ffmpeg_exe(), quiet=True)
     try:
         deadline = time.monotonic() + 8
         while proc.poll() is None and time.monotonic() < deadline:
@@ -72,12 +75,8 @@ def test_ffmpeg_python_run_async_quiet_hangs_once_stderr_fills_its_pipe(tmp_path
 
 
 async def test_our_runner_drains_the_same_command_and_finishes(tmp_path):
-    src = make_clip(tmp_path / "s.mp4", seconds=2)
-    args = ffmpeg_python.input(str(src)).output(str(tmp_path / "o.mp4"), vcodec="libx264",
-                                                preset="ultrafast").global_args(
-        "-loglevel", "debug").get_args()
-    await run_ffmpeg(args, timeout=60)
-    assert probe(tmp_path / "o.mp4").duration == pytest.approx(2, abs=0.2)
+    await run_ffmpeg(chatty(tmp_path / "o.mp4").get_args(), timeout=60)
+    assert probe(tmp_path / "o.mp4").duration == pytest.approx(4, abs=0.2)
 
 
 async def test_our_runner_reports_the_missing_option_with_ffmpegs_own_words(tmp_path):

@@ -67,8 +67,15 @@ class Admin(CrowdcutCog):
             await ctx.send("No moderator actions yet.", ephemeral=True)
             return
         names = await self.app.store.member_names(e.actor_id for e in entries if e.actor_id)
-        lines = [f"<t:{int(e.at)}:R> **{e.action}** {e.target or ''} by "
-                 f"{discord.utils.escape_markdown(names.get(e.actor_id or 0, str(e.actor_id)))}"
+
+        def who(actor_id: int | None) -> str:
+            if actor_id is None:
+                return "crowdcut"
+            member = ctx.guild.get_member(actor_id) if ctx.guild else None
+            name = member.display_name if member else names.get(actor_id, str(actor_id))
+            return discord.utils.escape_markdown(name)
+
+        lines = [f"<t:{int(e.at)}:R> **{e.action}** {e.target or ''} by {who(e.actor_id)}"
                  for e in entries]
         await ctx.send("\n".join(lines), ephemeral=True, allowed_mentions=NO_MENTIONS)
 
