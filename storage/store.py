@@ -198,6 +198,11 @@ class Store:
         return from_row(Member, rows[0]) if rows else None
 
     @reader
+    def forgotten_member_ids(self) -> set[int]:
+        return {r[0] for r in self.db.execute(
+            "select id from members where forgotten_at is not null")}
+
+    @reader
     def member_names(self, ids: Iterable[int]) -> dict[int, str]:
         ids = list(set(ids))
         if not ids:

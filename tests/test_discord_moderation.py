@@ -183,6 +183,18 @@ async def test_forget_me_deletes_a_members_data_but_keeps_approved_clips_anonymo
     assert fields["Author"] == "anonymous"
 
 
+async def test_a_forgotten_members_old_reactions_are_not_turned_back_into_votes(guild):
+    await guild.open_project()
+    clip = await guild.prompt_and_post(guild.bob, "still open")
+    await guild.emu.add_reaction(guild.alice.id, guild.channel, clip.message_id, "👍")
+    await until(lambda: guild.app.store.clip_votes(clip.id))
+    await guild.env.bot.members.forget(guild.alice.id)
+    assert await guild.app.store.clip_votes(clip.id) == []
+    await guild.env.stop()
+    await guild.env.start(sync=False)      # reconciliation sees alice's 👍 still on Discord
+    assert await guild.app.store.clip_votes(clip.id) == []
+
+
 async def test_a_429_from_discord_is_waited_out_and_the_reply_still_arrives(guild):
     await guild.open_project()
     guild.emu.rate_limit_next("POST", r"/channels/\d+/messages$", retry_after=0.3)

@@ -89,11 +89,14 @@ class VotingService:
         project = await self.store.get_project(clip.project_id)
         if project is None or project.state != OPEN:
             return {"added": 0, "removed": 0}
+        # members who asked to be forgotten: their old reactions stay on Discord, but
+        # crowdcut must not rebuild their votes from them
+        forgotten = await self.store.forgotten_member_ids()
         counted = {}
         for emoji, users in present.items():
             if not self.rules.is_vote_emoji(emoji):
                 continue
-            counted[emoji] = {u for u in users if self.rules.counts(
+            counted[emoji] = {u for u in users if u not in forgotten and self.rules.counts(
                 emoji=emoji, voter_id=u, voter_is_bot=u in bot_ids,
                 clip_author_id=clip.member_id, project_open=True)}
         return await self.store.replace_reactions(clip.id, counted, values=self.rules.values)
