@@ -118,6 +118,7 @@ class CrowdcutBot(commands.Bot):
         if self._background is not None:
             self._background.cancel()
         await self.worker.stop()
+        self.publisher.cancel_pending()
         await super().close()
 
     # ------------------------------------------------------------------ votes

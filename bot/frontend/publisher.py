@@ -90,6 +90,13 @@ class DiscordPublisher:
         except discord.HTTPException as e:
             log.warning("could not edit the status of job %s: %s", job.id, e)
 
+    def cancel_pending(self) -> None:
+        """Drop status edits not yet sent (shutting down; the next start shows the truth)."""
+        self._pending.clear()
+        for t in self._editors.values():
+            t.cancel()
+        self._editors.clear()
+
     async def flush(self) -> None:
         """Wait for pending status edits (tests, shutdown)."""
         for t in list(self._editors.values()):
