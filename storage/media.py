@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -49,59 +50,58 @@ class MediaStore:
 
     def put_bytes(self, data: bytes, ext: str) -> str:
         """Store ``data``; returns its key. Storing the same bytes twice is a no-op."""
-        ext = self._check_ext(ext)
-        key = f"{hashlib.sha256(data).hexdigest()}.{ext}"
-        dest = self.path(key)
-        if dest.is_file():
-            return key
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+        key = f"{hashlib.sha256(data).hexdigest()}.{self._check_ext(ext)}"
+
+        def fill(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        self._fsync_dir(dest.parent)
+
+        self._place(key, fill)
         return key
 
     def put_file(self, src: Path | str, ext: str, *, move: bool = False) -> str:
         """Store the file at ``src`` (copied, or moved when ``move``); returns its key."""
-        ext = self._check_ext(ext)
         src = Path(src)
         h = hashlib.sha256()
         with open(src, "rb") as f:
             while chunk := f.read(_CHUNK):
                 h.update(chunk)
-        key = f"{h.hexdigest()}.{ext}"
-        dest = self.path(key)
-        if dest.is_file():
-            if move:
-                src.unlink(missing_ok=True)
-            return key
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-", suffix=".tmp")
-        os.close(fd)
-        try:
+        key = f"{h.hexdigest()}.{self._check_ext(ext)}"
+
+        def fill(tmp: Path) -> None:
             if move:
                 try:
                     os.replace(src, tmp)
+                    return
                 except OSError:  # another filesystem
-                    shutil.copyfile(src, tmp)
-                    src.unlink(missing_ok=True)
-            else:
-                shutil.copyfile(src, tmp)
+                    pass
+            shutil.copyfile(src, tmp)
+
+        self._place(key, fill)
+        if move:
+            src.unlink(missing_ok=True)
+        return key
+
+    def _place(self, key: str, fill: Callable[[Path], None]) -> None:
+        """Write the file for ``key`` atomically: ``fill`` writes a temporary file in the
+        same folder, which is fsynced and renamed into place (then the folder is fsynced).
+        Nothing happens when the file is already there: the name is its content."""
+        dest = self.path(key)
+        if dest.is_file():
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            fill(tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, dest)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         self._fsync_dir(dest.parent)
-        return key
 
     def read_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()

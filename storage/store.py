@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 def reader(fn: Callable[P, R]) -> Callable[P, R]:
@@ -95,6 +96,11 @@ class Store:
             sql += f" limit {int(limit)}"
         return list(self.db.query(sql, list(args)))
 
+    def _one(self, cls: type[T], table: str, where: str, args: list[Any] | tuple[Any, ...] = (),
+             *, order_by: str | None = None) -> T | None:
+        rows = self._rows(table, where, args, order_by=order_by, limit=1)
+        return from_row(cls, rows[0]) if rows else None
+
     def _update(self, table: str, pk: int, changes: dict[str, Any]) -> None:
         cols = ", ".join(f"{k} = ?" for k in changes)
         self.db.execute(f"update {table} set {cols} where id = ?", [*changes.values(), pk])
@@ -127,8 +133,7 @@ class Store:
 
     @reader
     def get_project(self, project_id: int) -> Project | None:
-        rows = list(self._rows("projects", "id = ?", [project_id]))
-        return from_row(Project, rows[0]) if rows else None
+        return self._one(Project, "projects", "id = ?", [project_id])
 
     @reader
     def current_project(self, guild_id: int, channel_id: int | None = None) -> Project | None:
@@ -137,8 +142,7 @@ class Store:
         if channel_id is not None:
             where += " and channel_id = ?"
             args.append(channel_id)
-        rows = list(self._rows("projects", where, args, order_by="id desc", limit=1))
-        return from_row(Project, rows[0]) if rows else None
+        return self._one(Project, "projects", where, args, order_by="id desc")
 
     @reader
     def list_projects(self, guild_id: int | None = None, states: Iterable[str] | None = None
@@ -194,8 +198,7 @@ class Store:
 
     @reader
     def get_member(self, member_id: int) -> Member | None:
-        rows = list(self._rows("members", "id = ?", [member_id]))
-        return from_row(Member, rows[0]) if rows else None
+        return self._one(Member, "members", "id = ?", [member_id])
 
     @reader
     def forgotten_member_ids(self) -> set[int]:
@@ -300,8 +303,7 @@ class Store:
 
     @reader
     def get_job(self, job_id: int) -> Job | None:
-        rows = list(self._rows("jobs", "id = ?", [job_id]))
-        return from_row(Job, rows[0]) if rows else None
+        return self._one(Job, "jobs", "id = ?", [job_id])
 
     @reader
     def jobs_by_state(self, *states: str) -> list[Job]:
@@ -431,18 +433,15 @@ class Store:
     # ------------------------------------------------------------------ clips
     @reader
     def get_clip(self, clip_id: int) -> Clip | None:
-        rows = list(self._rows("clips", "id = ?", [clip_id]))
-        return from_row(Clip, rows[0]) if rows else None
+        return self._one(Clip, "clips", "id = ?", [clip_id])
 
     @reader
     def clip_for_job(self, job_id: int) -> Clip | None:
-        rows = list(self._rows("clips", "job_id = ?", [job_id]))
-        return from_row(Clip, rows[0]) if rows else None
+        return self._one(Clip, "clips", "job_id = ?", [job_id])
 
     @reader
     def clip_by_message(self, message_id: int) -> Clip | None:
-        rows = list(self._rows("clips", "message_id = ?", [message_id]))
-        return from_row(Clip, rows[0]) if rows else None
+        return self._one(Clip, "clips", "message_id = ?", [message_id])
 
     @reader
     def project_clips(self, project_id: int) -> list[Clip]:
@@ -584,8 +583,7 @@ class Store:
 
     @reader
     def get_cut(self, cut_id: int) -> Cut | None:
-        rows = list(self._rows("cuts", "id = ?", [cut_id]))
-        return from_row(Cut, rows[0]) if rows else None
+        return self._one(Cut, "cuts", "id = ?", [cut_id])
 
     @reader
     def latest_cut(self, project_id: int, state: str | None = None) -> Cut | None:
@@ -593,8 +591,7 @@ class Store:
         if state:
             where += " and state = ?"
             args.append(state)
-        rows = list(self._rows("cuts", where, args, order_by="id desc", limit=1))
-        return from_row(Cut, rows[0]) if rows else None
+        return self._one(Cut, "cuts", where, args, order_by="id desc")
 
     def approve_cut(self, cut_id: int, *, by: int, message_id: int | None = None) -> Cut:
         with self.db.atomic():
