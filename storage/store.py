@@ -87,8 +87,15 @@ class Store:
     # ------------------------------------------------------------------ plumbing
     # Plain statements for the hot paths: sqlite-utils' table objects look the schema up
     # (table names, primary keys) on every call, which costs more than the query itself.
-    def _rows(self, table: str, where: str, args: list[Any] | tuple[Any, ...] = (), *,
-              order_by: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def _rows(
+        self,
+        table: str,
+        where: str,
+        args: list[Any] | tuple[Any, ...] = (),
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
         sql = f"select * from {table} where {where}"
         if order_by:
             sql += f" order by {order_by}"
@@ -96,8 +103,15 @@ class Store:
             sql += f" limit {int(limit)}"
         return list(self.db.query(sql, list(args)))
 
-    def _one(self, cls: type[T], table: str, where: str, args: list[Any] | tuple[Any, ...] = (),
-             *, order_by: str | None = None) -> T | None:
+    def _one(
+        self,
+        cls: type[T],
+        table: str,
+        where: str,
+        args: list[Any] | tuple[Any, ...] = (),
+        *,
+        order_by: str | None = None,
+    ) -> T | None:
         rows = self._rows(table, where, args, order_by=order_by, limit=1)
         return from_row(cls, rows[0]) if rows else None
 
@@ -108,8 +122,7 @@ class Store:
     def _insert(self, table: str, row: dict[str, Any]) -> int:
         cols = ", ".join(row)
         marks = ", ".join("?" * len(row))
-        cur = self.db.execute(f"insert into {table} ({cols}) values ({marks})",
-                              list(row.values()))
+        cur = self.db.execute(f"insert into {table} ({cols}) values ({marks})", list(row.values()))
         return int(cur.lastrowid)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ schema
@@ -118,15 +131,30 @@ class Store:
         return [m.name for m in migrations.applied(self.db)]
 
     # ------------------------------------------------------------------ projects
-    def create_project(self, *, guild_id: int, channel_id: int, title: str, created_by: int | None,
-                       slot_plan: list[Slot], song_key: str | None = None,
-                       song_name: str | None = None, song_seconds: float | None = None,
-                       state: str = "draft") -> Project:
+    def create_project(
+        self,
+        *,
+        guild_id: int,
+        channel_id: int,
+        title: str,
+        created_by: int | None,
+        slot_plan: list[Slot],
+        song_key: str | None = None,
+        song_name: str | None = None,
+        song_seconds: float | None = None,
+        state: str = "draft",
+    ) -> Project:
         row = {
-            "guild_id": guild_id, "channel_id": channel_id, "title": title, "state": state,
-            "created_by": created_by, "created_at": self._now(),
+            "guild_id": guild_id,
+            "channel_id": channel_id,
+            "title": title,
+            "state": state,
+            "created_by": created_by,
+            "created_at": self._now(),
             "slot_plan": json.dumps([s.__dict__ for s in slot_plan]),
-            "song_key": song_key, "song_name": song_name, "song_seconds": song_seconds,
+            "song_key": song_key,
+            "song_name": song_name,
+            "song_seconds": song_seconds,
         }
         pk = self._insert("projects", row)
         return self.get_project(pk)  # type: ignore[return-value]
@@ -145,8 +173,9 @@ class Store:
         return self._one(Project, "projects", where, args, order_by="id desc")
 
     @reader
-    def list_projects(self, guild_id: int | None = None, states: Iterable[str] | None = None
-                      ) -> list[Project]:
+    def list_projects(
+        self, guild_id: int | None = None, states: Iterable[str] | None = None
+    ) -> list[Project]:
         where, args = ["1=1"], []
         if guild_id is not None:
             where.append("guild_id = ?")
@@ -155,11 +184,19 @@ class Store:
             states = list(states)
             where.append(f"state in ({','.join('?' * len(states))})")
             args.extend(states)
-        return [from_row(Project, r) for r in  # type: ignore[misc]
-                self._rows("projects", " and ".join(where), args, order_by="id")]
+        return [
+            from_row(Project, r)
+            for r in self._rows("projects", " and ".join(where), args, order_by="id")  # type: ignore[misc]
+        ]
 
-    def set_project_state(self, project_id: int, state: str, *, by: int | None = None,
-                          voting_ends_at: float | None = None) -> Project:
+    def set_project_state(
+        self,
+        project_id: int,
+        state: str,
+        *,
+        by: int | None = None,
+        voting_ends_at: float | None = None,
+    ) -> Project:
         now = self._now()
         changes: dict[str, Any] = {"state": state}
         if state == "open":
@@ -174,24 +211,46 @@ class Store:
         self._update("projects", project_id, changes)
         return self.get_project(project_id)  # type: ignore[return-value]
 
-    def set_project_song(self, project_id: int, *, song_key: str, song_name: str,
-                         song_seconds: float, slot_plan: list[Slot]) -> Project:
-        self._update("projects", project_id, {
-            "song_key": song_key, "song_name": song_name, "song_seconds": song_seconds,
-            "slot_plan": json.dumps([s.__dict__ for s in slot_plan])})
+    def set_project_song(
+        self,
+        project_id: int,
+        *,
+        song_key: str,
+        song_name: str,
+        song_seconds: float,
+        slot_plan: list[Slot],
+    ) -> Project:
+        self._update(
+            "projects",
+            project_id,
+            {
+                "song_key": song_key,
+                "song_name": song_name,
+                "song_seconds": song_seconds,
+                "slot_plan": json.dumps([s.__dict__ for s in slot_plan]),
+            },
+        )
         return self.get_project(project_id)  # type: ignore[return-value]
 
     @reader
     def projects_due_to_close(self, now: float) -> list[Project]:
-        return [from_row(Project, r) for r in self._rows("projects",   # type: ignore[misc]
-            "state = 'open' and voting_ends_at is not null and voting_ends_at <= ?", [now])]
+        return [
+            from_row(Project, r)
+            for r in self._rows(
+                "projects",  # type: ignore[misc]
+                "state = 'open' and voting_ends_at is not null and voting_ends_at <= ?",
+                [now],
+            )
+        ]
 
     # ------------------------------------------------------------------ members
     def upsert_member(self, member_id: int, name: str, *, is_bot: bool = False) -> Member:
         existing = self.get_member(member_id)
         if existing is None:
-            self._insert("members", {"id": member_id, "name": name, "is_bot": int(is_bot),
-                                       "first_seen": self._now()})
+            self._insert(
+                "members",
+                {"id": member_id, "name": name, "is_bot": int(is_bot), "first_seen": self._now()},
+            )
         elif existing.name != name or existing.is_bot != is_bot:
             self._update("members", member_id, {"name": name, "is_bot": int(is_bot)})
         return self.get_member(member_id)  # type: ignore[return-value]
@@ -202,8 +261,9 @@ class Store:
 
     @reader
     def forgotten_member_ids(self) -> set[int]:
-        return {r[0] for r in self.db.execute(
-            "select id from members where forgotten_at is not null")}
+        return {
+            r[0] for r in self.db.execute("select id from members where forgotten_at is not null")
+        }
 
     @reader
     def member_names(self, ids: Iterable[int]) -> dict[int, str]:
@@ -211,26 +271,27 @@ class Store:
         if not ids:
             return {}
         q = f"select id, name, forgotten_at from members where id in ({','.join('?' * len(ids))})"
-        return {r["id"]: ("anonymous" if r["forgotten_at"] else r["name"])
-                for r in self.db.query(q, ids)}
+        return {
+            r["id"]: ("anonymous" if r["forgotten_at"] else r["name"])
+            for r in self.db.query(q, ids)
+        }
 
-    def forget_member(self, member_id: int, *, keep_clip_ids: Iterable[int] = ()
-                      ) -> dict[str, Any]:
+    def forget_member(self, member_id: int, *, keep_clip_ids: Iterable[int] = ()) -> dict[str, Any]:
         """Delete a member's prompts, images, votes and unused clips.
 
         Clips in ``keep_clip_ids`` (those in an approved cut) stay, marked anonymous; their
         jobs stay with the prompt kept (it is credited in the published video) but the
         reference image link is dropped. Returns what was removed, including the media
-        keys that no longer have a reference (the caller deletes those files).
+        keys that no longer have a reference (the caller deletes those files) and the
+        Discord messages that showed the deleted prompts and clips (``messages``: channel
+        id, message id), for the caller to delete there too.
         """
         keep = set(keep_clip_ids)
         with self.db.atomic():
-            clips = [from_row(Clip, r) for r in
-                     self._rows("clips", "member_id = ?", [member_id])]
+            clips = [from_row(Clip, r) for r in self._rows("clips", "member_id = ?", [member_id])]
             drop_clips = [c for c in clips if c.id not in keep]  # type: ignore[union-attr]
             kept_clips = [c for c in clips if c.id in keep]  # type: ignore[union-attr]
-            jobs = [from_row(Job, r) for r in
-                    self._rows("jobs", "member_id = ?", [member_id])]
+            jobs = [from_row(Job, r) for r in self._rows("jobs", "member_id = ?", [member_id])]
             kept_job_ids = {c.job_id for c in kept_clips}  # type: ignore[union-attr]
             media = {c.media_key for c in drop_clips}  # type: ignore[union-attr]
             media |= {j.image_key for j in jobs if j.image_key}  # type: ignore[union-attr]
@@ -241,8 +302,9 @@ class Store:
                 self.db.execute("delete from clips where id = ?", [c.id])
             for c in kept_clips:
                 self._update("clips", c.id, {"anonymous": 1})
-            n_votes = self.db.execute("select count(*) from votes where voter_id = ?",
-                                      [member_id]).fetchone()[0]
+            n_votes = self.db.execute(
+                "select count(*) from votes where voter_id = ?", [member_id]
+            ).fetchone()[0]
             self.db.execute("delete from votes where voter_id = ?", [member_id])
             self.db.execute("delete from reactions where user_id = ?", [member_id])
             dropped_jobs = 0
@@ -252,30 +314,69 @@ class Store:
                 else:
                     self.db.execute("delete from jobs where id = ?", [j.id])  # type: ignore[union-attr]
                     dropped_jobs += 1
-            self.db["members"].upsert({"id": member_id, "name": "anonymous",
-                                       "forgotten_at": self._now()}, pk="id")
+            self.db["members"].upsert(
+                {"id": member_id, "name": "anonymous", "forgotten_at": self._now()}, pk="id"
+            )
             still_used = self._media_keys_in_use(media)
-        return {"jobs": dropped_jobs, "clips": len(drop_clips), "kept_clips": len(kept_clips),
-                "votes": n_votes, "orphaned_media": sorted(media - still_used)}
+        messages = [
+            (c.channel_id, c.message_id)
+            for c in drop_clips  # type: ignore[union-attr]
+            if c.channel_id and c.message_id
+        ]
+        messages += [
+            (j.channel_id, j.status_message_id)
+            for j in jobs  # type: ignore[union-attr]
+            if j.id not in kept_job_ids and j.channel_id and j.status_message_id
+        ]
+        return {
+            "messages": messages,
+            "jobs": dropped_jobs,
+            "clips": len(drop_clips),
+            "kept_clips": len(kept_clips),
+            "votes": n_votes,
+            "orphaned_media": sorted(media - still_used),
+        }
 
     def _media_keys_in_use(self, keys: set[str]) -> set[str]:
         if not keys:
             return set()
         ks = list(keys)
         marks = ",".join("?" * len(ks))
-        used = {r[0] for r in self.db.execute(
-            f"select media_key from clips where media_key in ({marks})", ks)}
-        used |= {r[0] for r in self.db.execute(
-            f"select image_key from jobs where image_key in ({marks})", ks)}
-        used |= {r[0] for r in self.db.execute(
-            f"select song_key from projects where song_key in ({marks})", ks)}
+        used = {
+            r[0]
+            for r in self.db.execute(
+                f"select media_key from clips where media_key in ({marks})", ks
+            )
+        }
+        used |= {
+            r[0]
+            for r in self.db.execute(f"select image_key from jobs where image_key in ({marks})", ks)
+        }
+        used |= {
+            r[0]
+            for r in self.db.execute(
+                f"select song_key from projects where song_key in ({marks})", ks
+            )
+        }
         return used
 
     # ------------------------------------------------------------------ jobs
-    def add_job(self, *, project_id: int, member_id: int, prompt: str, channel_id: int | None,
-                duration: float, aspect: str, seed: int, image_key: str | None = None,
-                slot: int | None = None, extends_clip_id: int | None = None,
-                moderation: str = "none", max_active: int | None = None) -> Job:
+    def add_job(
+        self,
+        *,
+        project_id: int,
+        member_id: int,
+        prompt: str,
+        channel_id: int | None,
+        duration: float,
+        aspect: str,
+        seed: int,
+        image_key: str | None = None,
+        slot: int | None = None,
+        extends_clip_id: int | None = None,
+        moderation: str = "none",
+        max_active: int | None = None,
+    ) -> Job:
         """Queue a job. With ``max_active``, raise ``QuotaFull`` when the member already has
         that many active jobs — checked in the same transaction as the insert."""
         with self.db.atomic():
@@ -283,19 +384,32 @@ class Store:
                 n = self._count_active(member_id)
                 if n >= max_active:
                     raise QuotaFull(n)
-            pk = self._insert("jobs", {
-                "project_id": project_id, "member_id": member_id, "channel_id": channel_id,
-                "prompt": prompt, "image_key": image_key, "slot": slot, "duration": duration,
-                "aspect": aspect, "seed": seed, "extends_clip_id": extends_clip_id,
-                "state": QUEUED, "moderation": moderation, "attempts": 0,
-                "queued_at": self._now(),
-            })
+            pk = self._insert(
+                "jobs",
+                {
+                    "project_id": project_id,
+                    "member_id": member_id,
+                    "channel_id": channel_id,
+                    "prompt": prompt,
+                    "image_key": image_key,
+                    "slot": slot,
+                    "duration": duration,
+                    "aspect": aspect,
+                    "seed": seed,
+                    "extends_clip_id": extends_clip_id,
+                    "state": QUEUED,
+                    "moderation": moderation,
+                    "attempts": 0,
+                    "queued_at": self._now(),
+                },
+            )
         return self.get_job(pk)  # type: ignore[return-value]
 
     def _count_active(self, member_id: int) -> int:
         return self.db.execute(
             "select count(*) from jobs where member_id = ? and state in (?,?,?)",
-            [member_id, *ACTIVE_JOB_STATES]).fetchone()[0]
+            [member_id, *ACTIVE_JOB_STATES],
+        ).fetchone()[0]
 
     @reader
     def count_active_jobs(self, member_id: int) -> int:
@@ -308,8 +422,10 @@ class Store:
     @reader
     def jobs_by_state(self, *states: str) -> list[Job]:
         marks = ",".join("?" * len(states))
-        return [from_row(Job, r) for r in  # type: ignore[misc]
-                self._rows("jobs", f"state in ({marks})", list(states), order_by="id")]
+        return [
+            from_row(Job, r)
+            for r in self._rows("jobs", f"state in ({marks})", list(states), order_by="id")  # type: ignore[misc]
+        ]
 
     @reader
     def member_jobs(self, member_id: int, *, active_only: bool = True) -> list[Job]:
@@ -317,20 +433,33 @@ class Store:
         if active_only:
             where += " and state in (?,?,?)"
             args += list(ACTIVE_JOB_STATES)
-        return [from_row(Job, r) for r in  # type: ignore[misc]
-                self._rows("jobs", where, args, order_by="id")]
+        return [
+            from_row(Job, r)
+            for r in self._rows("jobs", where, args, order_by="id")  # type: ignore[misc]
+        ]
 
     @reader
     def dispatchable_jobs(self) -> list[Job]:
         """Queued jobs cleared for generation (moderation none/approved), oldest first."""
-        return [from_row(Job, r) for r in self._rows("jobs",   # type: ignore[misc]
-            "state = ? and moderation in ('none', 'approved')", [QUEUED], order_by="id")]
+        return [
+            from_row(Job, r)
+            for r in self._rows(
+                "jobs",  # type: ignore[misc]
+                "state = ? and moderation in ('none', 'approved')",
+                [QUEUED],
+                order_by="id",
+            )
+        ]
 
     @reader
     def last_dispatch_by_member(self) -> dict[int, float]:
-        return {r["member_id"]: r["t"] for r in self.db.query(
-            "select member_id, max(submitted_at) as t from jobs "
-            "where submitted_at is not null group by member_id")}
+        return {
+            r["member_id"]: r["t"]
+            for r in self.db.query(
+                "select member_id, max(submitted_at) as t from jobs "
+                "where submitted_at is not null group by member_id"
+            )
+        }
 
     def claim_job(self, job_id: int, backend: str) -> Job | None:
         """queued → submitted, only if still queued (a cancel may have won). None if not."""
@@ -338,34 +467,41 @@ class Store:
             cur = self.db.execute(
                 "update jobs set state = ?, backend = ?, attempts = attempts + 1, "
                 "submitted_at = ?, provider_job_id = null, progress = 0, error = null "
-                "where id = ? and state = ?", [SUBMITTED, backend, self._now(), job_id, QUEUED])
+                "where id = ? and state = ?",
+                [SUBMITTED, backend, self._now(), job_id, QUEUED],
+            )
             if cur.rowcount != 1:
                 return None
         return self.get_job(job_id)
 
     def set_provider_job_id(self, job_id: int, provider_job_id: str) -> None:
-        self.db.execute("update jobs set provider_job_id = ? where id = ?",
-                        [provider_job_id, job_id])
+        self.db.execute(
+            "update jobs set provider_job_id = ? where id = ?", [provider_job_id, job_id]
+        )
 
     def mark_running(self, job_id: int, progress: float | None) -> None:
         self.db.execute(
             "update jobs set state = ?, progress = coalesce(?, progress), "
             "started_at = coalesce(started_at, ?) where id = ? and state in (?, ?)",
-            [RUNNING, progress, self._now(), job_id, SUBMITTED, RUNNING])
+            [RUNNING, progress, self._now(), job_id, SUBMITTED, RUNNING],
+        )
 
-    def requeue_job(self, job_id: int, *, next_attempt_at: float, error: str,
-                    error_kind: str) -> bool:
+    def requeue_job(
+        self, job_id: int, *, next_attempt_at: float, error: str, error_kind: str
+    ) -> bool:
         cur = self.db.execute(
             "update jobs set state = ?, next_attempt_at = ?, error = ?, error_kind = ?, "
             "provider_job_id = null, progress = null where id = ? and state in (?, ?)",
-            [QUEUED, next_attempt_at, error, error_kind, job_id, SUBMITTED, RUNNING])
+            [QUEUED, next_attempt_at, error, error_kind, job_id, SUBMITTED, RUNNING],
+        )
         return cur.rowcount == 1
 
     def fail_job(self, job_id: int, *, error: str, error_kind: str) -> bool:
         cur = self.db.execute(
             "update jobs set state = ?, error = ?, error_kind = ?, finished_at = ? "
             "where id = ? and state in (?, ?, ?)",
-            [FAILED, error, error_kind, self._now(), job_id, *ACTIVE_JOB_STATES])
+            [FAILED, error, error_kind, self._now(), job_id, *ACTIVE_JOB_STATES],
+        )
         return cur.rowcount == 1
 
     def cancel_job(self, job_id: int) -> Job | None:
@@ -377,8 +513,18 @@ class Store:
             self._update("jobs", job_id, {"state": CANCELED, "finished_at": self._now()})
         return job
 
-    def complete_job(self, job_id: int, *, media_key: str, duration: float, width: int,
-                     height: int, fps: float, has_audio: bool, size_bytes: int) -> Clip | None:
+    def complete_job(
+        self,
+        job_id: int,
+        *,
+        media_key: str,
+        duration: float,
+        width: int,
+        height: int,
+        fps: float,
+        has_audio: bool,
+        size_bytes: int,
+    ) -> Clip | None:
         """Record the job's clip and mark it done, in one transaction. At most one clip per
         job (unique index): a second completion returns the existing clip unchanged."""
         with self.db.atomic():
@@ -389,21 +535,35 @@ class Store:
             if job is None or job.state not in (SUBMITTED, RUNNING):
                 return None
             now = self._now()
-            self._insert("clips", {
-                "job_id": job_id, "project_id": job.project_id, "member_id": job.member_id,
-                "media_key": media_key, "duration": duration, "width": width,
-                "height": height, "fps": fps, "has_audio": int(has_audio),
-                "size_bytes": size_bytes, "slot": job.slot, "channel_id": job.channel_id,
-                "created_at": now})
-            self._update("jobs", job_id, {"state": DONE, "progress": 1.0,
-                                            "finished_at": now, "error": None})
+            self._insert(
+                "clips",
+                {
+                    "job_id": job_id,
+                    "project_id": job.project_id,
+                    "member_id": job.member_id,
+                    "media_key": media_key,
+                    "duration": duration,
+                    "width": width,
+                    "height": height,
+                    "fps": fps,
+                    "has_audio": int(has_audio),
+                    "size_bytes": size_bytes,
+                    "slot": job.slot,
+                    "channel_id": job.channel_id,
+                    "created_at": now,
+                },
+            )
+            self._update(
+                "jobs", job_id, {"state": DONE, "progress": 1.0, "finished_at": now, "error": None}
+            )
         return self.clip_for_job(job_id)
 
     def set_status_message(self, job_id: int, message_id: int) -> None:
         self._update("jobs", job_id, {"status_message_id": message_id})
 
-    def set_moderation(self, job_id: int, moderation: str, *, message_id: int | None = None
-                       ) -> Job | None:
+    def set_moderation(
+        self, job_id: int, moderation: str, *, message_id: int | None = None
+    ) -> Job | None:
         """pending → approved / rejected (a rejected job is canceled). None if not pending."""
         with self.db.atomic():
             job = self.get_job(job_id)
@@ -415,8 +575,12 @@ class Store:
             if message_id is not None:
                 changes["moderation_message_id"] = message_id
             if moderation == "rejected" and job.state == QUEUED:
-                changes.update(state=CANCELED, finished_at=self._now(),
-                               error="rejected by a moderator", error_kind="rejected")
+                changes.update(
+                    state=CANCELED,
+                    finished_at=self._now(),
+                    error="rejected by a moderator",
+                    error_kind="rejected",
+                )
             self._update("jobs", job_id, changes)
         return self.get_job(job_id)
 
@@ -426,9 +590,14 @@ class Store:
         if backend:
             where += " and backend = ?"
             args.append(backend)
-        return [r["d"] for r in self.db.query(
-            f"select finished_at - submitted_at as d from jobs where {where} "
-            f"order by finished_at desc limit ?", [*args, limit])]
+        return [
+            r["d"]
+            for r in self.db.query(
+                f"select finished_at - submitted_at as d from jobs where {where} "
+                f"order by finished_at desc limit ?",
+                [*args, limit],
+            )
+        ]
 
     # ------------------------------------------------------------------ clips
     @reader
@@ -445,21 +614,36 @@ class Store:
 
     @reader
     def project_clips(self, project_id: int) -> list[Clip]:
-        return [from_row(Clip, r) for r in  # type: ignore[misc]
-                self._rows("clips", "project_id = ?", [project_id], order_by="id")]
+        return [
+            from_row(Clip, r)
+            for r in self._rows("clips", "project_id = ?", [project_id], order_by="id")  # type: ignore[misc]
+        ]
 
     @reader
     def unposted_clips(self) -> list[Clip]:
-        return [from_row(Clip, r) for r in  # type: ignore[misc]
-                self._rows("clips", "message_id is null", order_by="id")]
+        return [
+            from_row(Clip, r)
+            for r in self._rows("clips", "message_id is null", order_by="id")  # type: ignore[misc]
+        ]
 
     def mark_clip_posted(self, clip_id: int, *, channel_id: int, message_id: int) -> None:
-        self._update("clips", clip_id, {"channel_id": channel_id, "message_id": message_id,
-                                          "posted_at": self._now()})
+        self._update(
+            "clips",
+            clip_id,
+            {"channel_id": channel_id, "message_id": message_id, "posted_at": self._now()},
+        )
 
     # ------------------------------------------------------------------ reactions and votes
-    def apply_reaction(self, clip_id: int, user_id: int, emoji: str, *, added: bool,
-                       values: dict[str, int], at: float | None = None) -> Vote | None:
+    def apply_reaction(
+        self,
+        clip_id: int,
+        user_id: int,
+        emoji: str,
+        *,
+        added: bool,
+        values: dict[str, int],
+        at: float | None = None,
+    ) -> Vote | None:
         """Record a vote reaction added or removed, then recompute the member's one vote
         on the clip: the latest vote reaction still present counts. ``values`` maps each
         vote emoji to +1 / -1. Returns the vote that now counts (None: no vote)."""
@@ -469,15 +653,18 @@ class Store:
                 self.db.execute(
                     "insert into reactions (clip_id, user_id, emoji, at) values (?,?,?,?) "
                     "on conflict(clip_id, user_id, emoji) do nothing",
-                    [clip_id, user_id, emoji, at])
+                    [clip_id, user_id, emoji, at],
+                )
             else:
                 self.db.execute(
                     "delete from reactions where clip_id = ? and user_id = ? and emoji = ?",
-                    [clip_id, user_id, emoji])
+                    [clip_id, user_id, emoji],
+                )
             return self._recompute_vote(clip_id, user_id, values)
 
-    def apply_reactions(self, events: list[tuple[int, int, str, bool, float]], *,
-                        values: dict[str, int]) -> int:
+    def apply_reactions(
+        self, events: list[tuple[int, int, str, bool, float]], *, values: dict[str, int]
+    ) -> int:
         """Apply many vote reactions — (clip id, user id, emoji, added, at) — in order, in
         one transaction (the bulk form of ``apply_reaction``). Returns how many."""
         with self.db.atomic():
@@ -487,40 +674,61 @@ class Store:
                     self.db.execute(
                         "insert into reactions (clip_id, user_id, emoji, at) values (?,?,?,?) "
                         "on conflict(clip_id, user_id, emoji) do nothing",
-                        [clip_id, user_id, emoji, at])
+                        [clip_id, user_id, emoji, at],
+                    )
                 else:
-                    self.db.execute("delete from reactions where clip_id = ? and user_id = ? "
-                                    "and emoji = ?", [clip_id, user_id, emoji])
+                    self.db.execute(
+                        "delete from reactions where clip_id = ? and user_id = ? and emoji = ?",
+                        [clip_id, user_id, emoji],
+                    )
                 touched.add((clip_id, user_id))
             for clip_id, user_id in touched:
                 self._recompute_vote(clip_id, user_id, values)
         return len(events)
 
     def _recompute_vote(self, clip_id: int, user_id: int, values: dict[str, int]) -> Vote | None:
-        rows = [r for r in self.db.execute(
-            "select emoji, at from reactions where clip_id = ? and user_id = ? "
-            "order by at desc, rowid desc", [clip_id, user_id]) if r[0] in values]
+        rows = [
+            r
+            for r in self.db.execute(
+                "select emoji, at from reactions where clip_id = ? and user_id = ? "
+                "order by at desc, rowid desc",
+                [clip_id, user_id],
+            )
+            if r[0] in values
+        ]
         if not rows:
-            self.db.execute("delete from votes where clip_id = ? and voter_id = ?",
-                            [clip_id, user_id])
+            self.db.execute(
+                "delete from votes where clip_id = ? and voter_id = ?", [clip_id, user_id]
+            )
             return None
         emoji, at = rows[0]
         self.db.execute(
             "insert into votes (clip_id, voter_id, value, emoji, voted_at) values (?,?,?,?,?) "
             "on conflict(clip_id, voter_id) do update set value = excluded.value, "
             "emoji = excluded.emoji, voted_at = excluded.voted_at",
-            [clip_id, user_id, values[emoji], emoji, at])
+            [clip_id, user_id, values[emoji], emoji, at],
+        )
         return Vote(clip_id, user_id, values[emoji], emoji, at)
 
-    def replace_reactions(self, clip_id: int, present: dict[str, set[int]], *,
-                          values: dict[str, int], at: float | None = None) -> dict[str, int]:
+    def replace_reactions(
+        self,
+        clip_id: int,
+        present: dict[str, set[int]],
+        *,
+        values: dict[str, int],
+        at: float | None = None,
+    ) -> dict[str, int]:
         """Reconcile: make the stored vote reactions of a clip equal ``present`` (emoji →
         users Discord reports now). Reactions we missed are dated ``at``; ones gone are
         dropped. Returns {"added": n, "removed": n}."""
         at = self._now() if at is None else at
         with self.db.atomic():
-            stored = {(r[0], r[1]) for r in self.db.execute(
-                "select user_id, emoji from reactions where clip_id = ?", [clip_id])}
+            stored = {
+                (r[0], r[1])
+                for r in self.db.execute(
+                    "select user_id, emoji from reactions where clip_id = ?", [clip_id]
+                )
+            }
             wanted = {(u, e) for e, users in present.items() for u in users}
             # the up emoji is listed first in ``values``: with both missed, the later
             # insert (down) would win on rowid, so insert in reverse preference order
@@ -528,57 +736,95 @@ class Store:
             added = sorted(wanted - stored, key=lambda ue: -order.get(ue[1], 0))
             removed = stored - wanted
             for u, e in removed:
-                self.db.execute("delete from reactions where clip_id = ? and user_id = ? "
-                                "and emoji = ?", [clip_id, u, e])
+                self.db.execute(
+                    "delete from reactions where clip_id = ? and user_id = ? and emoji = ?",
+                    [clip_id, u, e],
+                )
             for u, e in added:
-                self.db.execute("insert into reactions (clip_id, user_id, emoji, at) "
-                                "values (?,?,?,?)", [clip_id, u, e, at])
+                self.db.execute(
+                    "insert into reactions (clip_id, user_id, emoji, at) values (?,?,?,?)",
+                    [clip_id, u, e, at],
+                )
             for u in {u for u, _ in added} | {u for u, _ in removed}:
                 self._recompute_vote(clip_id, u, values)
         return {"added": len(added), "removed": len(removed)}
 
     @reader
     def clip_votes(self, clip_id: int) -> list[Vote]:
-        return [from_row(Vote, r) for r in  # type: ignore[misc]
-                self._rows("votes", "clip_id = ?", [clip_id])]
+        return [
+            from_row(Vote, r)
+            for r in self._rows("votes", "clip_id = ?", [clip_id])  # type: ignore[misc]
+        ]
 
     @reader
     def vote_tallies(self, project_id: int) -> dict[int, tuple[int, int]]:
         """clip id → (up, down) for every clip of a project (zeros included)."""
-        out = {r["id"]: (0, 0) for r in self.db.query(
-            "select id from clips where project_id = ?", [project_id])}
+        out = {
+            r["id"]: (0, 0)
+            for r in self.db.query("select id from clips where project_id = ?", [project_id])
+        }
         for r in self.db.query(
-                "select v.clip_id, sum(v.value > 0) as up, sum(v.value < 0) as down "
-                "from votes v join clips c on c.id = v.clip_id where c.project_id = ? "
-                "group by v.clip_id", [project_id]):
+            "select v.clip_id, sum(v.value > 0) as up, sum(v.value < 0) as down "
+            "from votes v join clips c on c.id = v.clip_id where c.project_id = ? "
+            "group by v.clip_id",
+            [project_id],
+        ):
             out[r["clip_id"]] = (r["up"], r["down"])
         return out
 
     # ------------------------------------------------------------------ cut overrides
-    def set_override(self, project_id: int, clip_id: int, action: str, *, by: int,
-                     slot: int | None = None) -> None:
-        self.db["overrides"].upsert({"project_id": project_id, "clip_id": clip_id,
-                                     "action": action, "slot": slot, "by": by,
-                                     "at": self._now()}, pk=("project_id", "clip_id"))
+    def set_override(
+        self, project_id: int, clip_id: int, action: str, *, by: int, slot: int | None = None
+    ) -> None:
+        self.db["overrides"].upsert(
+            {
+                "project_id": project_id,
+                "clip_id": clip_id,
+                "action": action,
+                "slot": slot,
+                "by": by,
+                "at": self._now(),
+            },
+            pk=("project_id", "clip_id"),
+        )
 
     def clear_override(self, project_id: int, clip_id: int) -> None:
-        self.db.execute("delete from overrides where project_id = ? and clip_id = ?",
-                        [project_id, clip_id])
+        self.db.execute(
+            "delete from overrides where project_id = ? and clip_id = ?", [project_id, clip_id]
+        )
 
     @reader
     def overrides(self, project_id: int) -> list[Override]:
-        return [from_row(Override, r) for r in  # type: ignore[misc]
-                self._rows("overrides", "project_id = ?", [project_id], order_by="at")]
+        return [
+            from_row(Override, r)
+            for r in self._rows("overrides", "project_id = ?", [project_id], order_by="at")  # type: ignore[misc]
+        ]
 
     # ------------------------------------------------------------------ cuts
-    def save_cut(self, *, project_id: int, slots: list[dict[str, Any]], master_key: str | None,
-                 preview_key: str | None, manifest_key: str | None, created_by: int | None,
-                 state: str = "preview") -> Cut:
-        pk = self._insert("cuts", {
-            "project_id": project_id, "state": state, "slots": json.dumps(slots),
-            "master_key": master_key, "preview_key": preview_key,
-            "manifest_key": manifest_key, "created_by": created_by,
-            "created_at": self._now()})
+    def save_cut(
+        self,
+        *,
+        project_id: int,
+        slots: list[dict[str, Any]],
+        master_key: str | None,
+        preview_key: str | None,
+        manifest_key: str | None,
+        created_by: int | None,
+        state: str = "preview",
+    ) -> Cut:
+        pk = self._insert(
+            "cuts",
+            {
+                "project_id": project_id,
+                "state": state,
+                "slots": json.dumps(slots),
+                "master_key": master_key,
+                "preview_key": preview_key,
+                "manifest_key": manifest_key,
+                "created_by": created_by,
+                "created_at": self._now(),
+            },
+        )
         return self.get_cut(pk)  # type: ignore[return-value]
 
     @reader
@@ -598,10 +844,21 @@ class Store:
             cut = self.get_cut(cut_id)
             assert cut is not None
             now = self._now()
-            self._update("cuts", cut_id, {"state": "approved", "approved_by": by,
-                                            "approved_at": now, "message_id": message_id})
-            self._update("projects", cut.project_id, {"state": "approved",
-                                                        "approved_by": by, "approved_at": now})
+            self._update(
+                "cuts",
+                cut_id,
+                {
+                    "state": "approved",
+                    "approved_by": by,
+                    "approved_at": now,
+                    "message_id": message_id,
+                },
+            )
+            self._update(
+                "projects",
+                cut.project_id,
+                {"state": "approved", "approved_by": by, "approved_at": now},
+            )
         return self.get_cut(cut_id)  # type: ignore[return-value]
 
     @reader
@@ -613,31 +870,60 @@ class Store:
                     ids.add(s["clip_id"])
         if member_id is not None and ids:
             marks = ",".join("?" * len(ids))
-            ids = {r[0] for r in self.db.execute(
-                f"select id from clips where member_id = ? and id in ({marks})",
-                [member_id, *ids])}
+            ids = {
+                r[0]
+                for r in self.db.execute(
+                    f"select id from clips where member_id = ? and id in ({marks})",
+                    [member_id, *ids],
+                )
+            }
         return ids
 
     # ------------------------------------------------------------------ audit
-    def audit(self, action: str, *, actor_id: int | None, guild_id: int | None = None,
-              project_id: int | None = None, target: str | None = None,
-              details: dict[str, Any] | None = None) -> None:
-        self._insert("audit_log", {
-            "guild_id": guild_id, "project_id": project_id, "actor_id": actor_id,
-            "action": action, "target": target, "details": json.dumps(details or {}),
-            "at": self._now()})
+    def audit(
+        self,
+        action: str,
+        *,
+        actor_id: int | None,
+        guild_id: int | None = None,
+        project_id: int | None = None,
+        target: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        self._insert(
+            "audit_log",
+            {
+                "guild_id": guild_id,
+                "project_id": project_id,
+                "actor_id": actor_id,
+                "action": action,
+                "target": target,
+                "details": json.dumps(details or {}),
+                "at": self._now(),
+            },
+        )
 
     @reader
     def audit_log(self, guild_id: int | None = None, limit: int = 50) -> list[AuditEntry]:
         where, args = ("guild_id = ?", [guild_id]) if guild_id is not None else ("1=1", [])
-        return [from_row(AuditEntry, r) for r in self._rows("audit_log",   # type: ignore[misc]
-            where, args, order_by="id desc", limit=limit)]
+        return [
+            from_row(AuditEntry, r)
+            for r in self._rows(
+                "audit_log",  # type: ignore[misc]
+                where,
+                args,
+                order_by="id desc",
+                limit=limit,
+            )
+        ]
 
     # ------------------------------------------------------------------ stats
     @reader
     def job_counts(self) -> dict[str, int]:
-        return {r["state"]: r["n"] for r in self.db.query(
-            "select state, count(*) as n from jobs group by state")}
+        return {
+            r["state"]: r["n"]
+            for r in self.db.query("select state, count(*) as n from jobs group by state")
+        }
 
 
 def describe_database(path: Path | str) -> dict[str, Any]:
@@ -652,8 +938,11 @@ def describe_database(path: Path | str) -> dict[str, Any]:
             conn.close()
     except sqlite3.Error as e:
         return {"error": str(e)}
-    return {"journal_mode": mode, "migrations": applied,
-            "pending": len(migrations._migrations) - applied}
+    return {
+        "journal_mode": mode,
+        "migrations": applied,
+        "pending": len(migrations._migrations) - applied,
+    }
 
 
 class QuotaFull(Exception):
@@ -701,10 +990,11 @@ class AsyncStore:
             loop = asyncio.get_running_loop()
             if is_reader:
                 return await loop.run_in_executor(
-                    self._reader_pool,
-                    lambda: getattr(self._reader_store(), name)(*args, **kwargs))
+                    self._reader_pool, lambda: getattr(self._reader_store(), name)(*args, **kwargs)
+                )
             return await loop.run_in_executor(
-                self._writer_pool, lambda: getattr(self._writer, name)(*args, **kwargs))
+                self._writer_pool, lambda: getattr(self._writer, name)(*args, **kwargs)
+            )
 
         setattr(self, name, call)  # cache the wrapper
         return call

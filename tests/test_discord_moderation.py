@@ -26,8 +26,9 @@ MOD_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("name,options,sub", MOD_COMMANDS,
-                         ids=[f"{n} {s or ''}".strip() for n, _, s in MOD_COMMANDS])
+@pytest.mark.parametrize(
+    "name,options,sub", MOD_COMMANDS, ids=[f"{n} {s or ''}".strip() for n, _, s in MOD_COMMANDS]
+)
 async def test_a_member_who_is_not_a_moderator_is_refused_ephemerally(guild, name, options, sub):
     await guild.open_project()
     _, reply = await guild.slash(guild.alice, name, options, subcommand=sub)
@@ -37,8 +38,9 @@ async def test_a_member_who_is_not_a_moderator_is_refused_ephemerally(guild, nam
 
 async def test_manage_server_makes_a_moderator_without_the_role(guild):
     manager = guild.emu.add_member("manager", manage_guild=True)
-    _, reply = await guild.slash(manager, "project", {"title": "Managed", "slots": 2},
-                                 subcommand="create")
+    _, reply = await guild.slash(
+        manager, "project", {"title": "Managed", "slots": 2}, subcommand="create"
+    )
     assert "is open" in reply["content"]
 
 
@@ -46,9 +48,12 @@ async def test_a_project_with_a_song_is_split_into_slots_and_shows_its_status(gu
     from bot.media.song import synthesize_song
 
     song = await synthesize_song(tmp_path / "s.m4a", 3.0)
-    _, reply = await guild.slash(guild.mod, "project", {
-        "title": "Song Night", "song": ("song.m4a", song.read_bytes(), "audio/mp4")},
-        subcommand="create")
+    _, reply = await guild.slash(
+        guild.mod,
+        "project",
+        {"title": "Song Night", "song": ("song.m4a", song.read_bytes(), "audio/mp4")},
+        subcommand="create",
+    )
     assert "3 slots of 1.0s" in reply["content"]
     await guild.prompt_and_post(guild.alice, "opening shot", slot=1)
     _, reply = await guild.slash(guild.bob, "project", subcommand="status")
@@ -61,9 +66,12 @@ async def test_a_project_with_a_song_is_split_into_slots_and_shows_its_status(gu
 
 
 async def test_a_song_that_is_not_audio_is_refused(guild):
-    _, reply = await guild.slash(guild.mod, "project", {
-        "title": "Bad", "song": ("song.mp3", b"not really an mp3" * 100, "audio/mpeg")},
-        subcommand="create")
+    _, reply = await guild.slash(
+        guild.mod,
+        "project",
+        {"title": "Bad", "song": ("song.mp3", b"not really an mp3" * 100, "audio/mpeg")},
+        subcommand="create",
+    )
     assert "not an audio file" in reply["content"]
 
 
@@ -83,7 +91,7 @@ async def test_the_cut_is_previewed_overridden_and_approved_with_the_button(guil
     approve = next(x for x in buttons if ":approve:" in x)
     assert approve.startswith("crowdcut:cut:approve:")
     cut = await guild.app.store.latest_cut(a.project_id)
-    assert [s["clip_id"] for s in cut.slots] == [b.id, c.id]     # the pin beat the votes
+    assert [s["clip_id"] for s in cut.slots] == [b.id, c.id]  # the pin beat the votes
     # a member who is not a moderator presses the button: refused, nothing published
     it = await guild.emu.click_button(guild.alice.id, int(preview["id"]), approve)
     reply = await it.wait_reply()
@@ -93,8 +101,10 @@ async def test_the_cut_is_previewed_overridden_and_approved_with_the_button(guil
     it = await guild.emu.click_button(guild.mod.id, int(preview["id"]), approve)
     await it.wait_acked()
     final = await guild.emu.wait_for_message(
-        guild.channel, lambda m: any(e.get("title", "").startswith("🎉")
-                                     for e in m.get("embeds", [])), timeout=60)
+        guild.channel,
+        lambda m: any(e.get("title", "").startswith("🎉") for e in m.get("embeds", [])),
+        timeout=60,
+    )
     files = {att["filename"]: att for att in final["attachments"]}
     assert set(files) == {f"crowdcut-{a.project_id}.mp4", f"crowdcut-{a.project_id}-manifest.json"}
     manifest_file = files[f"crowdcut-{a.project_id}-manifest.json"]
@@ -116,7 +126,7 @@ async def test_cut_approve_closes_voting_renders_and_publishes(guild):
     _, reply = await guild.slash(guild.mod, "cut", subcommand="approve", timeout=120)
     assert "approved and published" in reply["content"]
     project = await guild.app.store.current_project(guild.emu.guild_id)
-    assert project is None     # approved: no current project any more
+    assert project is None  # approved: no current project any more
 
 
 async def test_excluded_clips_stay_out_and_include_puts_them_back(guild):
@@ -145,7 +155,7 @@ async def test_premoderated_prompts_wait_for_a_moderators_button_even_across_a_r
         _, reply = await g.slash(g.alice, "prompt", {"text": "reject me"})
         card2 = await env.emu.wait_for_message(mods, lambda m: "reject me" in m["content"])
         await env.stop()
-        await env.start(sync=False)     # the buttons must still work after a restart
+        await env.start(sync=False)  # the buttons must still work after a restart
         with pytest.raises(ComponentNotFound, match="cannot see #moderators"):
             await env.emu.click_button(g.bob.id, int(card["id"]), ids[0])
         it = await env.emu.click_button(g.mod.id, int(card["id"]), ids[0])
@@ -170,13 +180,16 @@ async def test_forget_me_deletes_a_members_data_but_keeps_approved_clips_anonymo
     it, reply = await guild.slash(guild.alice, "forgetme")
     assert "cannot be undone" in reply["content"]
     button = reply["components"][0]["components"][0]["custom_id"]
-    with pytest.raises(ComponentNotFound):      # ephemeral: bob cannot even see it
+    with pytest.raises(ComponentNotFound):  # ephemeral: bob cannot even see it
         await guild.emu.click_button(guild.bob.id, int(reply["id"]), button)
     it2 = await guild.emu.click_button(guild.alice.id, int(reply["id"]), button)
     done = await it2.wait_reply()
     assert "Deleted" in done["content"] and "credited as anonymous" in done["content"]
     assert await guild.app.store.get_clip(dropped.id) is None
     assert not guild.app.media.exists(dropped.media_key)
+    # the unused clip's post and its status message are gone from the channel too
+    ids = {int(m["id"]) for m in guild.emu.messages(guild.channel)}
+    assert dropped.message_id not in ids and kept.message_id in ids
     assert (await guild.app.store.get_clip(kept.id)).anonymous
     _, info = await guild.slash(guild.bob, "clip", {"clip": kept.id})
     fields = {f["name"]: f["value"] for f in info["embeds"][0]["fields"]}
@@ -191,7 +204,7 @@ async def test_a_forgotten_members_old_reactions_are_not_turned_back_into_votes(
     await guild.env.bot.members.forget(guild.alice.id)
     assert await guild.app.store.clip_votes(clip.id) == []
     await guild.env.stop()
-    await guild.env.start(sync=False)      # reconciliation sees alice's 👍 still on Discord
+    await guild.env.start(sync=False)  # reconciliation sees alice's 👍 still on Discord
     assert await guild.app.store.clip_votes(clip.id) == []
 
 

@@ -24,9 +24,11 @@ class MemberService:
         summary = await self.store.forget_member(member_id, keep_clip_ids=keep)
         for key in summary["orphaned_media"]:
             await asyncio.to_thread(self.app.media.delete, key)
-        await self.store.audit("forget_member", actor_id=member_id,
-                               target=f"member:{member_id}",
-                               details={k: v for k, v in summary.items()
-                                        if k != "orphaned_media"})
+        await self.store.audit(
+            "forget_member",
+            actor_id=member_id,
+            target=f"member:{member_id}",
+            details={k: v for k, v in summary.items() if k not in ("orphaned_media", "messages")},
+        )
         log.info("forgot member %s: %s", member_id, summary)
         return summary

@@ -28,21 +28,40 @@ class ConfirmForget(discord.ui.View):
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         if interaction.user.id != self.member_id:
             await interaction.response.send_message(
-                "⚠️ This button is for the member who asked to be forgotten.", ephemeral=True)
+                "⚠️ This button is for the member who asked to be forgotten.", ephemeral=True
+            )
             return False
         return True
 
     @discord.ui.button(label="Yes, forget me", style=discord.ButtonStyle.danger)
-    async def confirm(self, interaction: discord.Interaction[Any],
-                      button: discord.ui.Button[Any]) -> None:
+    async def confirm(
+        self, interaction: discord.Interaction[Any], button: discord.ui.Button[Any]
+    ) -> None:
         summary = await self.cog.bot.members.forget(self.member_id)
         self.stop()
+        # their prompts and clips are in the channel too: take those posts down
+        for channel_id, message_id in summary["messages"]:
+            try:
+                await (
+                    self.cog.bot.get_partial_messageable(channel_id)
+                    .get_partial_message(message_id)
+                    .delete()
+                )
+            except discord.HTTPException as e:
+                log.warning("could not delete message %s of a forgotten member: %s", message_id, e)
         await interaction.response.edit_message(
-            content=(f"🧹 Done. Deleted {summary['jobs']} prompt(s), {summary['clips']} clip(s) "
-                     f"and {summary['votes']} vote(s). "
-                     + (f"{summary['kept_clips']} clip(s) in an approved video stay, credited "
-                        "as anonymous." if summary["kept_clips"] else "")),
-            view=None)
+            content=(
+                f"🧹 Done. Deleted {summary['jobs']} prompt(s), {summary['clips']} clip(s) "
+                f"and {summary['votes']} vote(s). "
+                + (
+                    f"{summary['kept_clips']} clip(s) in an approved video stay, credited "
+                    "as anonymous."
+                    if summary["kept_clips"]
+                    else ""
+                )
+            ),
+            view=None,
+        )
 
 
 class Admin(CrowdcutCog):
@@ -51,10 +70,13 @@ class Admin(CrowdcutCog):
     @commands.hybrid_command(name="forgetme")
     async def forgetme(self, ctx: commands.Context[Any]) -> None:
         """Delete your prompts, images, votes and unused clips from crowdcut."""
-        await ctx.send("This deletes your prompts, reference images, votes and every clip of "
-                       "yours that is not in an approved video (those stay, credited as "
-                       "anonymous). It cannot be undone.",
-                       view=ConfirmForget(self, ctx.author.id), ephemeral=True)
+        await ctx.send(
+            "This deletes your prompts, reference images, votes and every clip of "
+            "yours that is not in an approved video (those stay, credited as "
+            "anonymous). It cannot be undone.",
+            view=ConfirmForget(self, ctx.author.id),
+            ephemeral=True,
+        )
 
     @commands.hybrid_command(name="audit")
     @commands.guild_only()
@@ -75,8 +97,10 @@ class Admin(CrowdcutCog):
             name = member.display_name if member else names.get(actor_id, str(actor_id))
             return discord.utils.escape_markdown(name)
 
-        lines = [f"<t:{int(e.at)}:R> **{e.action}** {e.target or ''} by {who(e.actor_id)}"
-                 for e in entries]
+        lines = [
+            f"<t:{int(e.at)}:R> **{e.action}** {e.target or ''} by {who(e.actor_id)}"
+            for e in entries
+        ]
         await ctx.send("\n".join(lines), ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @commands.command(name="sync", hidden=True)
