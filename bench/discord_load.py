@@ -81,30 +81,66 @@ def percentile(values: list[float], p: float) -> float:
 def tiny_clip(dest: Path) -> Path:
     from bot.media.ffmpeg import resolve_ffmpeg
 
-    subprocess.run([resolve_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i",
-                    "testsrc2=s=160x90:r=12:d=1", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                    str(dest)], check=True)
+    subprocess.run(
+        [
+            resolve_ffmpeg(),
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=160x90:r=12:d=1",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            str(dest),
+        ],
+        check=True,
+    )
     return dest
 
 
-def seed(data_dir: Path, guild_id: int, channel_id: int, authors: list[int], clips: int,
-         clip_file: Path) -> list[int]:
+def seed(
+    data_dir: Path, guild_id: int, channel_id: int, authors: list[int], clips: int, clip_file: Path
+) -> list[int]:
     """An open project with ``clips`` finished, unposted clips."""
     store = Store(data_dir / "crowdcut.db")
     key = MediaStore(data_dir / "media").put_file(clip_file, "mp4")
-    p = store.create_project(guild_id=guild_id, channel_id=channel_id, title="Load test",
-                             created_by=authors[0], slot_plan=[Slot(i, i * 4.0, 4.0)
-                                                               for i in range(clips)],
-                             state="open")
+    p = store.create_project(
+        guild_id=guild_id,
+        channel_id=channel_id,
+        title="Load test",
+        created_by=authors[0],
+        slot_plan=[Slot(i, i * 4.0, 4.0) for i in range(clips)],
+        state="open",
+    )
     ids = []
     for i in range(clips):
         author = authors[i % len(authors)]
         store.upsert_member(author, f"m{i % len(authors)}")
-        job = store.add_job(project_id=p.id, member_id=author, prompt=f"seeded clip {i}",
-                            channel_id=channel_id, duration=1.0, aspect="16:9", seed=i, slot=i)
+        job = store.add_job(
+            project_id=p.id,
+            member_id=author,
+            prompt=f"seeded clip {i}",
+            channel_id=channel_id,
+            duration=1.0,
+            aspect="16:9",
+            seed=i,
+            slot=i,
+        )
         store.claim_job(job.id, "local")
-        clip = store.complete_job(job.id, media_key=key, duration=1.0, width=160, height=90,
-                                  fps=12, has_audio=False, size_bytes=clip_file.stat().st_size)
+        clip = store.complete_job(
+            job.id,
+            media_key=key,
+            duration=1.0,
+            width=160,
+            height=90,
+            fps=12,
+            has_audio=False,
+            size_bytes=clip_file.stat().st_size,
+        )
         ids.append(clip.id)
     store.close()
     return ids
@@ -132,8 +168,9 @@ async def wait_db(db: Path, sql: str, predicate, timeout: float, interval: float
         await asyncio.sleep(interval)
 
 
-async def settle_counts(db: Path, sql: str, want: list[tuple], t0: float,
-                        quiet: float = 3.0, timeout: float = 300.0) -> tuple[bool, float]:
+async def settle_counts(
+    db: Path, sql: str, want: list[tuple], t0: float, quiet: float = 3.0, timeout: float = 300.0
+) -> tuple[bool, float]:
     """Poll the vote counts until they equal ``want`` (exact) or stop changing for
     ``quiet`` seconds (a bot that got them wrong). Returns (exact, seconds to settle)."""
     last, last_change = None, time.monotonic()
@@ -153,10 +190,15 @@ async def settle_counts(db: Path, sql: str, want: list[tuple], t0: float,
     return False, timeout
 
 
-def plan_reactions(n: int, members: list[int], clip_msgs: dict[int, int],
-                   authors: dict[int, int], rng: random.Random):
+def plan_reactions(
+    n: int,
+    members: list[int],
+    clip_msgs: dict[int, int],
+    authors: dict[int, int],
+    rng: random.Random,
+):
     """n reaction events and the (up, down) per clip the rules give at the end."""
-    present: dict[tuple[int, int], dict[str, int]] = {}   # (member, clip) → emoji → order
+    present: dict[tuple[int, int], dict[str, int]] = {}  # (member, clip) → emoji → order
     events = []
     clips = list(clip_msgs)
     i = 0
@@ -183,11 +225,12 @@ def plan_reactions(n: int, members: list[int], clip_msgs: dict[int, int],
     return events, {c: tuple(v) for c, v in expected.items()}
 
 
-async def run_one(label: str, bot_cmd: list[str], args: argparse.Namespace, tmp: Path,
-                  clip_file: Path) -> dict[str, object]:
+async def run_one(
+    label: str, bot_cmd: list[str], args: argparse.Namespace, tmp: Path, clip_file: Path
+) -> dict[str, object]:
     emu = DiscordEmulator()
     await emu.start()
-    emu.interaction_timeout = 30.0      # measure slow answers instead of failing them
+    emu.interaction_timeout = 30.0  # measure slow answers instead of failing them
     channel = emu.channels["crowdcut"]
     members = [emu.add_member(f"member{i}") for i in range(args.members)]
     emu.add_member("mod", roles=["Moderator"])
@@ -195,35 +238,56 @@ async def run_one(label: str, bot_cmd: list[str], args: argparse.Namespace, tmp:
     data.mkdir(parents=True)
     member_ids = [m.id for m in members]
     seed(data, emu.guild_id, channel, member_ids, args.clips, clip_file)
-    env = dict(os.environ, DISCORD_API_BASE=emu.api_base, DISCORD_GATEWAY_URL=emu.gateway_url,
-               DISCORD_TOKEN=emu.bot_token, DATA_DIR=str(data), PREMODERATION="true",
-               MAX_JOBS_PER_MEMBER="100", LOG_LEVEL="WARNING", STATUS_EDIT_SECONDS="3")
+    env = dict(
+        os.environ,
+        DISCORD_API_BASE=emu.api_base,
+        DISCORD_GATEWAY_URL=emu.gateway_url,
+        DISCORD_TOKEN=emu.bot_token,
+        DATA_DIR=str(data),
+        PREMODERATION="true",
+        MAX_JOBS_PER_MEMBER="100",
+        LOG_LEVEL="WARNING",
+        STATUS_EDIT_SECONDS="3",
+    )
     log = open(tmp / f"{label.split()[0]}.log", "wb")
     sync = await asyncio.create_subprocess_exec(
-        *bot_cmd[:-1], "sync-commands", "--guild", str(emu.guild_id), cwd=ROOT, env=env,
-        stdout=log, stderr=log)
+        *bot_cmd[:-1],
+        "sync-commands",
+        "--guild",
+        str(emu.guild_id),
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     await sync.wait()
-    proc = await asyncio.create_subprocess_exec(*bot_cmd, cwd=ROOT, env=env, stdout=log,
-                                                stderr=log)
+    proc = await asyncio.create_subprocess_exec(*bot_cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
     rss = PeakRSS(proc.pid)
     db = data / "crowdcut.db"
     result: dict[str, object] = {"bot": label}
     try:
         await emu.wait_for_bot(timeout=60)
         t0 = time.monotonic()
-        posted = await wait_db(db, "select id, message_id from clips where message_id is not null",
-                               lambda r: len(r) >= args.clips, timeout=600)
+        posted = await wait_db(
+            db,
+            "select id, message_id from clips where message_id is not null",
+            lambda r: len(r) >= args.clips,
+            timeout=600,
+        )
         result["post 200 clips s"] = round(time.monotonic() - t0, 1)
         clip_msgs = {cid: mid for cid, mid in posted}
-        await asyncio.sleep(1.0)     # let the last reactions of the posts settle
+        await asyncio.sleep(1.0)  # let the last reactions of the posts settle
 
         # --- the prompt burst
         rng = random.Random(5)
         its = []
         for i in range(args.prompts):
             who = members[i % len(members)]
-            its.append(emu.invoke_slash(who.id, channel, "prompt",
-                                        {"text": f"burst prompt {i} of a neon city"}))
+            its.append(
+                emu.invoke_slash(
+                    who.id, channel, "prompt", {"text": f"burst prompt {i} of a neon city"}
+                )
+            )
         its = await asyncio.gather(*its)
         lat = []
         failed = 0
@@ -239,8 +303,12 @@ async def run_one(label: str, bot_cmd: list[str], args: argparse.Namespace, tmp:
         result["over 3 s"] = sum(1 for x in lat if x > 3.0) + failed
         if label.startswith("floor"):
             return result
-        await wait_db(db, "select count(*) from jobs where state = 'queued'",
-                      lambda r: r[0][0] >= args.prompts, timeout=60)
+        await wait_db(
+            db,
+            "select count(*) from jobs where state = 'queued'",
+            lambda r: r[0][0] >= args.prompts,
+            timeout=60,
+        )
 
         # --- the reaction storm
         authors = dict(db_rows(db, "select id, member_id from clips"))
@@ -253,16 +321,21 @@ async def run_one(label: str, bot_cmd: list[str], args: argparse.Namespace, tmp:
                 await emu.remove_reaction(m, channel, mid, emoji)
         sent = time.monotonic() - t0
         want = sorted((c, u, d) for c, (u, d) in expected.items())
-        sql = ("select c.id, coalesce(sum(v.value > 0), 0), coalesce(sum(v.value < 0), 0) "
-               "from clips c left join votes v on v.clip_id = c.id group by c.id order by c.id")
+        sql = (
+            "select c.id, coalesce(sum(v.value > 0), 0), coalesce(sum(v.value < 0), 0) "
+            "from clips c left join votes v on v.clip_id = c.id group by c.id order by c.id"
+        )
         exact, elapsed = await settle_counts(db, sql, want, t0)
         got = {c: (u, d) for c, u, d in db_rows(db, sql)}
         wrong = sum(1 for c, (u, d) in expected.items() if got.get(c) != (u, d))
         result["events"] = len(events)
         result["sent in s"] = round(sent, 1)
         result["events/s"] = round(len(events) / elapsed)
-        result["counts exact"] = f"yes ({len(expected)} clips)" if exact else \
-            f"NO: {wrong} of {len(expected)} clips wrong"
+        result["counts exact"] = (
+            f"yes ({len(expected)} clips)"
+            if exact
+            else f"NO: {wrong} of {len(expected)} clips wrong"
+        )
     finally:
         proc.terminate()
         try:
@@ -283,8 +356,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{os.cpu_count()} cores ({model}), {psutil.virtual_memory().total / 2**30:.0f} GiB "
-            f"RAM, Python {platform.python_version()}, {platform.system()}")
+    return (
+        f"{os.cpu_count()} cores ({model}), {psutil.virtual_memory().total / 2**30:.0f} GiB "
+        f"RAM, Python {platform.python_version()}, {platform.system()}"
+    )
 
 
 async def main() -> None:
@@ -296,20 +371,33 @@ async def main() -> None:
     ap.add_argument("--skip-naive", action="store_true")
     args = ap.parse_args()
     print(f"machine: {machine()}")
-    print(f"load: {args.prompts} /prompt from {args.members} members; {args.reactions} reaction "
-          f"events on {args.clips} clips\n", flush=True)
+    print(
+        f"load: {args.prompts} /prompt from {args.members} members; {args.reactions} reaction "
+        f"events on {args.clips} clips\n",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="crowdcut-load-") as t:
         tmp = Path(t)
         clip_file = tiny_clip(tmp / "clip.mp4")
-        rows = [await run_one("crowdcut", [sys.executable, "-m", "bot", "--env-file",
-                                           str(tmp / "none.env"), "run"], args, tmp, clip_file)]
+        rows = [
+            await run_one(
+                "crowdcut",
+                [sys.executable, "-m", "bot", "--env-file", str(tmp / "none.env"), "run"],
+                args,
+                tmp,
+                clip_file,
+            )
+        ]
         print(rows[-1], flush=True)
         if not args.skip_naive:
             naive = [sys.executable, str(ROOT / "bench" / "naive_bot.py")]
             rows.append(await run_one("naive", [*naive, "run"], args, tmp, clip_file))
             print(rows[-1], flush=True)
-            rows.append(await run_one("floor (defer only)", [*naive, "--floor", "run"], args,
-                                      tmp, clip_file))
+            rows.append(
+                await run_one(
+                    "floor (defer only)", [*naive, "--floor", "run"], args, tmp, clip_file
+                )
+            )
             print(rows[-1], flush=True)
     keys = list(rows[0])
     print()

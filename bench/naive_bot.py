@@ -41,8 +41,9 @@ class NaiveBot(discord.Client):
         if self.started:
             return
         self.started = True
-        rows = self.db.execute("select id, channel_id, media_key from clips "
-                               "where message_id is null").fetchall()
+        rows = self.db.execute(
+            "select id, channel_id, media_key from clips where message_id is null"
+        ).fetchall()
         for clip_id, channel_id, key in rows:
             channel = self.get_channel(channel_id)
             path = MEDIA / key[:2] / key
@@ -55,20 +56,25 @@ class NaiveBot(discord.Client):
     async def on_raw_reaction_add(self, p: discord.RawReactionActionEvent) -> None:
         if p.user_id == self.user.id or str(p.emoji) not in ("👍", "👎"):
             return
-        row = self.db.execute("select id from clips where message_id = ?",
-                              (p.message_id,)).fetchone()
+        row = self.db.execute(
+            "select id from clips where message_id = ?", (p.message_id,)
+        ).fetchone()
         if row:
-            self.db.execute("insert or replace into votes values (?, ?, ?, ?, ?)",
-                            (row[0], p.user_id, 1 if str(p.emoji) == "👍" else -1,
-                             str(p.emoji), time.time()))
+            self.db.execute(
+                "insert or replace into votes values (?, ?, ?, ?, ?)",
+                (row[0], p.user_id, 1 if str(p.emoji) == "👍" else -1, str(p.emoji), time.time()),
+            )
             self.db.commit()
 
     async def on_raw_reaction_remove(self, p: discord.RawReactionActionEvent) -> None:
-        row = self.db.execute("select id from clips where message_id = ?",
-                              (p.message_id,)).fetchone()
+        row = self.db.execute(
+            "select id from clips where message_id = ?", (p.message_id,)
+        ).fetchone()
         if row:
-            self.db.execute("delete from votes where clip_id = ? and voter_id = ? and emoji = ?",
-                            (row[0], p.user_id, str(p.emoji)))
+            self.db.execute(
+                "delete from votes where clip_id = ? and voter_id = ? and emoji = ?",
+                (row[0], p.user_id, str(p.emoji)),
+            )
             self.db.commit()
 
 
@@ -81,7 +87,7 @@ FLOOR = "--floor" in sys.argv
 @bot.tree.command(name="prompt")
 async def prompt(interaction: discord.Interaction, text: str) -> None:
     """Queue a clip."""
-    if FLOOR:   # the floor: acknowledge and do nothing else
+    if FLOOR:  # the floor: acknowledge and do nothing else
         await interaction.response.defer(ephemeral=True)
         return
     text = text.strip()
@@ -89,8 +95,19 @@ async def prompt(interaction: discord.Interaction, text: str) -> None:
     cur = bot.db.execute(
         "insert into jobs (project_id, member_id, channel_id, prompt, state, moderation, "
         "queued_at, duration, aspect, seed, attempts) values (?,?,?,?,?,?,?,?,?,?,0)",
-        (project[0], interaction.user.id, interaction.channel_id, text, "queued", "pending",
-         time.time(), 4.0, "16:9", 0))
+        (
+            project[0],
+            interaction.user.id,
+            interaction.channel_id,
+            text,
+            "queued",
+            "pending",
+            time.time(),
+            4.0,
+            "16:9",
+            0,
+        ),
+    )
     bot.db.commit()
     position = bot.db.execute("select count(*) from jobs where state = 'queued'").fetchone()[0]
     await interaction.channel.send(f"Job #{cur.lastrowid}: {text}")

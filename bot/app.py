@@ -29,9 +29,12 @@ class App:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.rules = VoteRules(up_emoji=s.vote_up_emoji, down_emoji=s.vote_down_emoji,
-                               count_self_votes=s.count_self_votes,
-                               count_bot_votes=s.count_bot_votes)
+        self.rules = VoteRules(
+            up_emoji=s.vote_up_emoji,
+            down_emoji=s.vote_down_emoji,
+            count_self_votes=s.count_self_votes,
+            count_bot_votes=s.count_bot_votes,
+        )
 
     @property
     def tmp_dir(self) -> Path:

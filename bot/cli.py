@@ -30,8 +30,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
     logging.getLogger("discord").setLevel(max(logging.INFO, getattr(logging, level, 20)))
 
 
@@ -44,8 +46,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from bot.demo import run_demo
 
-    return asyncio.run(run_demo(Path(args.out), direct=args.direct, members=args.members,
-                                seconds=args.seconds, keep=args.keep))
+    return asyncio.run(
+        run_demo(
+            Path(args.out),
+            direct=args.direct,
+            members=args.members,
+            seconds=args.seconds,
+            keep=args.keep,
+        )
+    )
 
 
 def cmd_assemble(args: argparse.Namespace) -> int:
@@ -63,8 +72,10 @@ def cmd_assemble(args: argparse.Namespace) -> int:
                 print(f"crowdcut: there is no project #{args.project}", file=sys.stderr)
                 return 1
             done = await CutService(app).render(project, by=None, progress=_print_progress)
-            print(f"\nmaster:   {done.result.master}\npreview:  {done.result.preview}\n"
-                  f"manifest: {done.result.manifest}")
+            print(
+                f"\nmaster:   {done.result.master}\npreview:  {done.result.preview}\n"
+                f"manifest: {done.result.manifest}"
+            )
             return 0
         finally:
             await app.aclose()
@@ -100,8 +111,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _logging(settings.log_level)
     if not settings.discord_token:
-        raise ConfigError("DISCORD_TOKEN is empty: set it in the environment or in .env "
-                          "(see .env.example).")
+        raise ConfigError(
+            "DISCORD_TOKEN is empty: set it in the environment or in .env (see .env.example)."
+        )
     from bot.frontend.runner import run_bot
 
     return asyncio.run(run_bot(settings))
@@ -132,10 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(fn=cmd_run)
 
     demo = sub.add_parser("demo", help="a simulated community session, end to end")
-    demo.add_argument("--out", default="crowdcut-demo", help="folder for the demo's data "
-                      "and video (emptied first)")
-    demo.add_argument("--direct", action="store_true", help="call the services directly "
-                      "instead of going through the Discord emulator")
+    demo.add_argument(
+        "--out",
+        default="crowdcut-demo",
+        help="folder for the demo's data and video (emptied first)",
+    )
+    demo.add_argument(
+        "--direct",
+        action="store_true",
+        help="call the services directly instead of going through the Discord emulator",
+    )
     demo.add_argument("--members", type=int, default=6, help="simulated members")
     demo.add_argument("--seconds", type=float, default=32.0, help="length of the song")
     demo.add_argument("--keep", action="store_true", help="keep the folder's earlier data")

@@ -30,10 +30,19 @@ log = logging.getLogger(__name__)
 
 def demo_settings(out: Path) -> Settings:
     """Embedded defaults, in the demo's own folder, with no .env read."""
-    return Settings.load(env={}, env_file=None, data_dir=out / "data",
-                         generator_concurrency=2, backend_concurrency=2, poll_seconds=0.2,
-                         max_jobs_per_member=10, video_width=640, video_height=360,
-                         clip_seconds=4.0, status_edit_seconds=1.0)
+    return Settings.load(
+        env={},
+        env_file=None,
+        data_dir=out / "data",
+        generator_concurrency=2,
+        backend_concurrency=2,
+        poll_seconds=0.2,
+        max_jobs_per_member=10,
+        video_width=640,
+        video_height=360,
+        clip_seconds=4.0,
+        status_edit_seconds=1.0,
+    )
 
 
 def _say(msg: str) -> None:
@@ -51,15 +60,16 @@ class _Progress:
             _say(f"    render {stage:<10} {fraction * 100:5.1f}%")
 
 
-async def run_demo(out: Path, *, direct: bool = False, members: int = 6,
-                   seconds: float = 32.0, keep: bool = False) -> int:
+async def run_demo(
+    out: Path, *, direct: bool = False, members: int = 6, seconds: float = 32.0, keep: bool = False
+) -> int:
     started = time.monotonic()
     out = out.resolve()
     if out.exists() and not keep:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("discord.client").setLevel(logging.ERROR)   # "no voice support" notes
+    logging.getLogger("discord.client").setLevel(logging.ERROR)  # "no voice support" notes
     settings = demo_settings(out)
     song = out / "song.m4a"
     route = "direct" if direct else "through the Discord emulator"
@@ -90,8 +100,10 @@ async def _direct(settings: Settings, song: Path, n_members: int) -> dict[str, P
 
         async def clip_ready(self, clip: Clip, job: Job) -> None:
             clips.append(clip)
-            _say(f"    clip #{clip.id} ready (job #{job.id}, slot "
-                 f"{'-' if clip.slot is None else clip.slot + 1}): {job.prompt[:50]}")
+            _say(
+                f"    clip #{clip.id} ready (job #{job.id}, slot "
+                f"{'-' if clip.slot is None else clip.slot + 1}): {job.prompt[:50]}"
+            )
 
     worker = GenerationWorker(app, events=Events())
     subs = SubmissionService(app, worker)
@@ -101,12 +113,19 @@ async def _direct(settings: Settings, song: Path, n_members: int) -> dict[str, P
     moderator = Author(1000, "mod_mira")
     try:
         await worker.start()
-        project = await projects.create(guild_id=1, channel_id=10, title="Crowdcut Demo Night",
-                                        by=moderator.id, song=song.read_bytes(),
-                                        song_name="demo-song.m4a")
+        project = await projects.create(
+            guild_id=1,
+            channel_id=10,
+            title="Crowdcut Demo Night",
+            by=moderator.id,
+            song=song.read_bytes(),
+            song_name="demo-song.m4a",
+        )
         n_slots = len(project.slot_plan)
-        _say(f"  project #{project.id} “{project.title}”: {n_slots} slots of "
-             f"{project.slot_plan[0].duration:.1f} s")
+        _say(
+            f"  project #{project.id} “{project.title}”: {n_slots} slots of "
+            f"{project.slot_plan[0].duration:.1f} s"
+        )
         sim = community(n_members, n_slots)
         authors = {i: Author(2000 + i, m.name) for i, m in enumerate(sim)}
         rounds = max(len(m.prompts) for m in sim)
@@ -117,8 +136,10 @@ async def _direct(settings: Settings, song: Path, n_members: int) -> dict[str, P
                     image = reference_image(i * 100 + r) if with_image else None
                     sub = await subs.submit(project, authors[i], text, image=image, slot=slot)
                     pos = sub.position
-                    _say(f"  {m.name:>10} prompts{' (+image)' if image else ''}: {text[:48]}… "
-                         f"→ job #{sub.job.id}, position {pos.position if pos else '-'}")
+                    _say(
+                        f"  {m.name:>10} prompts{' (+image)' if image else ''}: {text[:48]}… "
+                        f"→ job #{sub.job.id}, position {pos.position if pos else '-'}"
+                    )
         # a refusal, as a member would meet it
         try:
             await subs.submit(project, authors[0], "\u200b  \u200b")
@@ -127,19 +148,26 @@ async def _direct(settings: Settings, song: Path, n_members: int) -> dict[str, P
         await worker.wait_idle(timeout=600)
         # one member extends another's clip
         if clips:
-            sub = await subs.extend(project, authors[1], clips[0].id,
-                                    "the same shot continues into a sunrise")
+            sub = await subs.extend(
+                project, authors[1], clips[0].id, "the same shot continues into a sunrise"
+            )
             _say(f"  {sim[1].name:>10} extends clip #{clips[0].id} → job #{sub.job.id}")
             await worker.wait_idle(timeout=300)
         clip_rows = await app.store.project_clips(project.id)
-        for c in clip_rows:   # the Discord front end does this when it posts the clip
+        for c in clip_rows:  # the Discord front end does this when it posts the clip
             await app.store.mark_clip_posted(c.id, channel_id=10, message_id=900000 + c.id)
         voters = [a.id for a in authors.values()] + [moderator.id]
         counted = 0
-        for voter, clip_id, emoji in votes([c.id for c in clip_rows],
-                                           {c.id: c.member_id for c in clip_rows}, voters):
-            outcome = await voting.on_reaction(message_id=900000 + clip_id, user_id=voter,
-                                               emoji=emoji, added=True, user_is_bot=False)
+        for voter, clip_id, emoji in votes(
+            [c.id for c in clip_rows], {c.id: c.member_id for c in clip_rows}, voters
+        ):
+            outcome = await voting.on_reaction(
+                message_id=900000 + clip_id,
+                user_id=voter,
+                emoji=emoji,
+                added=True,
+                user_is_bot=False,
+            )
             counted += outcome.counted
         _say(f"  {counted} votes counted from {len(voters)} members")
         project = await projects.close(project.id, by=moderator.id)
@@ -148,8 +176,12 @@ async def _direct(settings: Settings, song: Path, n_members: int) -> dict[str, P
         await cuts.approve(project, rendered.cut, by=moderator.id)
         _say(f"  cut #{rendered.cut.id} approved by {moderator.name}")
         board = await cuts.storyboard(project, settings.renders_dir / "storyboard.png")
-        return {"video": rendered.result.master, "preview": rendered.result.preview,
-                "manifest": rendered.result.manifest, "storyboard": board}
+        return {
+            "video": rendered.result.master,
+            "preview": rendered.result.preview,
+            "manifest": rendered.result.manifest,
+            "storyboard": board,
+        }
     finally:
         await worker.stop()
         await app.aclose()

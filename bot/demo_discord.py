@@ -44,9 +44,13 @@ async def _session(env: BotOnEmulator, song: Path, n_members: int) -> dict[str, 
     channel = env.channel
     _say(f"  Discord emulator on {emu.api_base}; the bot is connected and its commands synced")
     mod = emu.add_member("mod_mira", roles=["Moderator"])
-    it = await emu.invoke_slash(mod.id, channel, "project", {
-        "title": "Crowdcut Demo Night", "song": ("demo-song.m4a", song.read_bytes(), "audio/mp4")},
-        subcommand="create")
+    it = await emu.invoke_slash(
+        mod.id,
+        channel,
+        "project",
+        {"title": "Crowdcut Demo Night", "song": ("demo-song.m4a", song.read_bytes(), "audio/mp4")},
+        subcommand="create",
+    )
     reply = await it.wait_reply(timeout=60)
     _say(f"  mod_mira: /project create → {_text(reply)}")
     project = await app.store.current_project(emu.guild_id, channel)
@@ -63,9 +67,12 @@ async def _session(env: BotOnEmulator, song: Path, n_members: int) -> dict[str, 
             who = people[i]
             if with_image:
                 # the typed form: one message, the image attached
-                await emu.send_message(who.id, channel, f"!prompt {text}",
-                                       attachments=[(f"ref-{i}-{r}.png",
-                                                     reference_image(i * 100 + r), "image/png")])
+                await emu.send_message(
+                    who.id,
+                    channel,
+                    f"!prompt {text}",
+                    attachments=[(f"ref-{i}-{r}.png", reference_image(i * 100 + r), "image/png")],
+                )
                 _say(f"  {m.name:>10}: !prompt {text[:50]}… (+ reference image)")
             else:
                 opts: dict[str, Any] = {"text": text}
@@ -74,16 +81,22 @@ async def _session(env: BotOnEmulator, song: Path, n_members: int) -> dict[str, 
                 it = await emu.invoke_slash(who.id, channel, "prompt", opts)
                 latency = await it.wait_acked()
                 answer = await it.wait_reply(timeout=30)
-                _say(f"  {m.name:>10}: /prompt {text[:40]}… → {_text(answer)} "
-                     f"(acked in {latency * 1000:.0f} ms)")
+                _say(
+                    f"  {m.name:>10}: /prompt {text[:40]}… → {_text(answer)} "
+                    f"(acked in {latency * 1000:.0f} ms)"
+                )
     # a refusal, as a member meets it: ephemeral, specific
     it = await emu.invoke_slash(people[0].id, channel, "prompt", {"text": "\u200b \u200b"})
     _say(f"  {sim[0].name:>10}: /prompt (invisible text) → {_text(await it.wait_reply())}")
     await _wait_for_clips(env)
     clips = await app.store.project_clips(project.id)
     first = clips[0]
-    it = await emu.invoke_slash(people[1].id, channel, "extend", {
-        "clip": first.id, "text": "the same shot continues into a sunrise"})
+    it = await emu.invoke_slash(
+        people[1].id,
+        channel,
+        "extend",
+        {"clip": first.id, "text": "the same shot continues into a sunrise"},
+    )
     _say(f"  {sim[1].name:>10}: /extend {first.id} → {_text(await it.wait_reply(timeout=30))}")
     await _wait_for_clips(env)
     clips = await app.store.project_clips(project.id)
@@ -95,8 +108,10 @@ async def _session(env: BotOnEmulator, song: Path, n_members: int) -> dict[str, 
         await emu.add_reaction(voter, channel, by_id[clip_id].message_id, emoji)
     await asyncio.sleep(0.5)
     tallies = await app.store.vote_tallies(project.id)
-    _say(f"  {len(cast)} reactions from {len(voters)} members → "
-         f"{sum(u + d for u, d in tallies.values())} votes counted (self-votes don't count)")
+    _say(
+        f"  {len(cast)} reactions from {len(voters)} members → "
+        f"{sum(u + d for u, d in tallies.values())} votes counted (self-votes don't count)"
+    )
     it = await emu.invoke_slash(mod.id, channel, "leaderboard")
     board = await it.wait_reply(timeout=30)
     _say(f"  /leaderboard → {_text(board)}…")
@@ -105,24 +120,36 @@ async def _session(env: BotOnEmulator, song: Path, n_members: int) -> dict[str, 
     started = time.monotonic()
     it = await emu.invoke_slash(mod.id, channel, "cut", subcommand="preview")
     preview = await it.wait_reply(timeout=300)
-    _say(f"  mod_mira: /cut preview → {_text(preview)} "
-         f"({len(preview.get('attachments', []))} files, {time.monotonic() - started:.0f} s)")
-    approve_id = next(c["custom_id"] for row in preview.get("components", [])
-                      for c in row.get("components", []) if ":approve:" in c.get("custom_id", ""))
+    _say(
+        f"  mod_mira: /cut preview → {_text(preview)} "
+        f"({len(preview.get('attachments', []))} files, {time.monotonic() - started:.0f} s)"
+    )
+    approve_id = next(
+        c["custom_id"]
+        for row in preview.get("components", [])
+        for c in row.get("components", [])
+        if ":approve:" in c.get("custom_id", "")
+    )
     it = await emu.click_button(mod.id, int(preview["id"]), approve_id)
     await it.wait_acked()
     final = await emu.wait_for_message(
-        channel, lambda m: any(e.get("title", "").startswith("🎉") for e in m.get("embeds", [])),
-        timeout=120)
+        channel,
+        lambda m: any(e.get("title", "").startswith("🎉") for e in m.get("embeds", [])),
+        timeout=120,
+    )
     _say(f"  mod_mira clicks “Approve this cut” → {_text(final)}")
     await env.bot.publisher.flush()
     project = await app.store.get_project(project.id)
     cut = await app.store.latest_cut(project.id, "approved")
     assert cut is not None and project.state == "approved"
     out_dir = app.settings.renders_dir / f"project-{project.id}"
-    return {"video": out_dir / "master.mp4", "preview": out_dir / "preview.mp4",
-            "manifest": out_dir / "manifest.json", "storyboard": out_dir / "storyboard.png",
-            "channel": f"{len(emu.messages(channel))} messages in #crowdcut"}
+    return {
+        "video": out_dir / "master.mp4",
+        "preview": out_dir / "preview.mp4",
+        "manifest": out_dir / "manifest.json",
+        "storyboard": out_dir / "storyboard.png",
+        "channel": f"{len(emu.messages(channel))} messages in #crowdcut",
+    }
 
 
 async def _wait_for_clips(env: BotOnEmulator, timeout: float = 600) -> None:

@@ -12,8 +12,20 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
 
-NAMES = ["aurora", "basslines", "cinder", "dune_rider", "echo", "fable", "glitchkid", "halo",
-         "ivy", "juno", "kestrel", "lumen"]
+NAMES = [
+    "aurora",
+    "basslines",
+    "cinder",
+    "dune_rider",
+    "echo",
+    "fable",
+    "glitchkid",
+    "halo",
+    "ivy",
+    "juno",
+    "kestrel",
+    "lumen",
+]
 
 PROMPTS = [
     "a neon city at night seen from a slow drone, rain on the lens",
@@ -62,8 +74,10 @@ def community(n_members: int, n_slots: int, seed: int = 7) -> list[SimMember]:
     """``n_members`` members, their prompts spread over the slots (some unslotted, some
     with a reference image), enough for every slot to have a candidate."""
     rng = random.Random(seed)
-    members = [SimMember(NAMES[i % len(NAMES)] + ("" if i < len(NAMES) else str(i)))
-               for i in range(n_members)]
+    members = [
+        SimMember(NAMES[i % len(NAMES)] + ("" if i < len(NAMES) else str(i)))
+        for i in range(n_members)
+    ]
     prompts = PROMPTS[:]
     rng.shuffle(prompts)
     k = 0
@@ -77,8 +91,9 @@ def community(n_members: int, n_slots: int, seed: int = 7) -> list[SimMember]:
     return members
 
 
-def votes(clip_ids: list[int], authors: dict[int, int], voter_ids: list[int],
-          seed: int = 11) -> list[tuple[int, int, str]]:
+def votes(
+    clip_ids: list[int], authors: dict[int, int], voter_ids: list[int], seed: int = 11
+) -> list[tuple[int, int, str]]:
     """(voter, clip, emoji) triples: most members vote on most clips, with taste."""
     rng = random.Random(seed)
     taste = {c: rng.random() for c in clip_ids}

@@ -68,14 +68,23 @@ def run_doctor(env_file: str | None, *, data_dir: str | None = None) -> int:
         if "error" in facts:
             line(False, "database", f"{db}: {facts['error']}")
         else:
-            line(True, "database", f"{db} (journal {facts['journal_mode']}, "
-                 f"{facts['migrations']} migrations applied, {facts['pending']} pending)")
+            line(
+                True,
+                "database",
+                f"{db} (journal {facts['journal_mode']}, "
+                f"{facts['migrations']} migrations applied, {facts['pending']} pending)",
+            )
     else:
         line(True, "database", f"{db} (will be created on first start)")
 
     line(True, "generator", settings.generator)
-    line(bool(settings.discord_token), "discord token",
-         "set" if settings.discord_token else "DISCORD_TOKEN is empty (needed by `crowdcut run`;"
-         " the demo does not need it)", needed=False)
+    line(
+        bool(settings.discord_token),
+        "discord token",
+        "set"
+        if settings.discord_token
+        else "DISCORD_TOKEN is empty (needed by `crowdcut run`; the demo does not need it)",
+        needed=False,
+    )
     print("all good" if ok else "something needed is missing (see FAIL above)")
     return 0 if ok else 1

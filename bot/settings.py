@@ -24,10 +24,18 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def _setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
-             minimum: float | None = None, secret: bool = False) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices,
-                                            "minimum": minimum, "secret": secret})
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    secret: bool = False,
+) -> Any:
+    return field(
+        default=default,
+        metadata={"help": help, "choices": choices, "minimum": minimum, "secret": secret},
+    )
 
 
 @dataclass(frozen=True)
@@ -35,27 +43,40 @@ class Settings:
     """All of crowdcut's configuration. Field names are the upper-cased env names."""
 
     # --- Discord ---
-    discord_token: str = _setting("", "The bot's token from the Discord developer portal. "
-                                  "Needed by `crowdcut run`.", secret=True)
-    discord_api_base: str = _setting("https://discord.com/api/v10",
-                                     "REST base URL (a REST proxy in front of Discord, "
-                                     "or the emulator).")
-    discord_gateway_url: str = _setting("", "Gateway websocket URL; empty asks the REST API "
-                                        "(GET /gateway/bot) as Discord intends.")
-    command_prefix: str = _setting("!", "Prefix for the typed form of commands "
-                                   "(e.g. `!prompt a cat` with an image attached).")
-    moderator_role: str = _setting("Moderator", "Name or id of the role whose members are "
-                                   "moderators (Manage Server permission also counts).")
-    moderation_channel: str = _setting("moderators", "Name or id of the channel where prompts "
-                                       "wait for approval when PREMODERATION is on.")
-    premoderation: bool = _setting(False, "Hold every new prompt for a moderator's Approve / "
-                                   "Reject before it is generated.")
+    discord_token: str = _setting(
+        "",
+        "The bot's token from the Discord developer portal. Needed by `crowdcut run`.",
+        secret=True,
+    )
+    discord_api_base: str = _setting(
+        "https://discord.com/api/v10",
+        "REST base URL (a REST proxy in front of Discord, or the emulator).",
+    )
+    discord_gateway_url: str = _setting(
+        "", "Gateway websocket URL; empty asks the REST API (GET /gateway/bot) as Discord intends."
+    )
+    command_prefix: str = _setting(
+        "!", "Prefix for the typed form of commands (e.g. `!prompt a cat` with an image attached)."
+    )
+    moderator_role: str = _setting(
+        "Moderator",
+        "Name or id of the role whose members are "
+        "moderators (Manage Server permission also counts).",
+    )
+    moderation_channel: str = _setting(
+        "moderators",
+        "Name or id of the channel where prompts wait for approval when PREMODERATION is on.",
+    )
+    premoderation: bool = _setting(
+        False, "Hold every new prompt for a moderator's Approve / Reject before it is generated."
+    )
     vote_up_emoji: str = _setting("👍", "Reaction that counts as an up vote.")
     vote_down_emoji: str = _setting("👎", "Reaction that counts as a down vote.")
     count_self_votes: bool = _setting(False, "Count a member's vote on their own clip.")
     count_bot_votes: bool = _setting(False, "Count votes from bot accounts.")
-    status_edit_seconds: float = _setting(3.0, "Least time between two edits of a job's "
-                                          "status message.", minimum=0.0)
+    status_edit_seconds: float = _setting(
+        3.0, "Least time between two edits of a job's status message.", minimum=0.0
+    )
 
     # --- storage ---
     data_dir: Path = _setting(Path("data"), "Where the database, media and renders live.")
@@ -63,42 +84,54 @@ class Settings:
 
     # --- generation ---
     generator: str = _setting("local", "Video generator backend.", choices=("local",))
-    generator_concurrency: int = _setting(2, "Jobs generating at once, over all backends.",
-                                          minimum=1)
+    generator_concurrency: int = _setting(
+        2, "Jobs generating at once, over all backends.", minimum=1
+    )
     backend_concurrency: int = _setting(2, "Jobs generating at once on one backend.", minimum=1)
-    max_jobs_per_member: int = _setting(5, "Jobs one member may have waiting or generating.",
-                                        minimum=1)
-    clip_seconds: float = _setting(4.0, "Default clip length in seconds (and slot length "
-                                   "of the even slot plan).", minimum=1.0)
+    max_jobs_per_member: int = _setting(
+        5, "Jobs one member may have waiting or generating.", minimum=1
+    )
+    clip_seconds: float = _setting(
+        4.0, "Default clip length in seconds (and slot length of the even slot plan).", minimum=1.0
+    )
     max_clip_seconds: float = _setting(10.0, "Longest clip a member may ask for.", minimum=1.0)
     retry_max_attempts: int = _setting(5, "Tries for a job that fails transiently.", minimum=1)
-    retry_base_seconds: float = _setting(2.0, "First retry delay; doubles each try.",
-                                         minimum=0.0)
+    retry_base_seconds: float = _setting(2.0, "First retry delay; doubles each try.", minimum=0.0)
     retry_max_seconds: float = _setting(300.0, "Cap on the retry delay.", minimum=0.0)
     poll_seconds: float = _setting(1.0, "How often a running job is polled.", minimum=0.05)
-    local_work_dir: Path | None = _setting(None, "Work folder of the local generator; "
-                                           "default DATA_DIR/local-generator.")
+    local_work_dir: Path | None = _setting(
+        None, "Work folder of the local generator; default DATA_DIR/local-generator."
+    )
 
     # --- prompts and images ---
     prompt_max_chars: int = _setting(600, "Longest prompt accepted.", minimum=1)
-    blocked_words: str = _setting("", "Comma-separated words refused in prompts "
-                                  "(case-insensitive, whole words).")
+    blocked_words: str = _setting(
+        "", "Comma-separated words refused in prompts (case-insensitive, whole words)."
+    )
     image_max_bytes: int = _setting(8 * 1024 * 1024, "Largest reference image file.", minimum=1)
-    image_max_pixels: int = _setting(40_000_000, "Most pixels (width x height) in a reference "
-                                     "image, checked before decoding.", minimum=1)
+    image_max_pixels: int = _setting(
+        40_000_000,
+        "Most pixels (width x height) in a reference image, checked before decoding.",
+        minimum=1,
+    )
 
     # --- the cut ---
     video_width: int = _setting(1280, "Width of the final video.", minimum=16)
     video_height: int = _setting(720, "Height of the final video.", minimum=16)
     video_fps: int = _setting(24, "Frame rate of the final video.", minimum=1)
-    preview_max_bytes: int = _setting(10 * 1024 * 1024, "Byte limit of the preview video "
-                                      "(Discord's default upload limit).", minimum=100_000)
-    ffmpeg_binary: str = _setting("", "ffmpeg to use; empty: PATH, then the binary bundled "
-                                  "with imageio-ffmpeg.")
+    preview_max_bytes: int = _setting(
+        10 * 1024 * 1024,
+        "Byte limit of the preview video (Discord's default upload limit).",
+        minimum=100_000,
+    )
+    ffmpeg_binary: str = _setting(
+        "", "ffmpeg to use; empty: PATH, then the binary bundled with imageio-ffmpeg."
+    )
 
     # --- process ---
-    log_level: str = _setting("INFO", "Logging level.",
-                              choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_level: str = _setting(
+        "INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -126,8 +159,12 @@ class Settings:
         return [f.name.upper() for f in dataclasses.fields(cls)]
 
     @classmethod
-    def load(cls, env: Mapping[str, str] | None = None, env_file: Path | str | None = ".env",
-             **overrides: Any) -> Settings:
+    def load(
+        cls,
+        env: Mapping[str, str] | None = None,
+        env_file: Path | str | None = ".env",
+        **overrides: Any,
+    ) -> Settings:
         """Read settings: ``overrides`` > ``env`` (default ``os.environ``) > ``env_file``."""
         values: dict[str, str] = {}
         if env_file is not None and Path(env_file).is_file():
@@ -148,8 +185,7 @@ class Settings:
         if self.vote_up_emoji == self.vote_down_emoji:
             out.append("VOTE_UP_EMOJI and VOTE_DOWN_EMOJI must differ.")
         if self.backend_concurrency > self.generator_concurrency:
-            out.append("BACKEND_CONCURRENCY is above GENERATOR_CONCURRENCY; "
-                       "the global limit wins.")
+            out.append("BACKEND_CONCURRENCY is above GENERATOR_CONCURRENCY; the global limit wins.")
         return out
 
 
@@ -197,8 +233,9 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
         want = {"bool": "true or false", "int": "a whole number", "float": "a number"}[kind]
         raise ConfigError(f"{name}={raw!r} is not valid: expected {want}.") from None
     if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"{name}={raw!r} is not valid: allowed values are "
-                          f"{', '.join(meta['choices'])}.")
+        raise ConfigError(
+            f"{name}={raw!r} is not valid: allowed values are {', '.join(meta['choices'])}."
+        )
     if meta.get("minimum") is not None and value < meta["minimum"]:
         raise ConfigError(f"{name}={raw!r} is not valid: must be at least {meta['minimum']}.")
     return value

@@ -19,35 +19,62 @@ migrations = Migrations("crowdcut")
 def m001_initial(db: Database) -> None:
     db["projects"].create(
         {
-            "id": int, "guild_id": int, "channel_id": int, "title": str,
-            "song_key": str, "song_name": str, "song_seconds": float,
-            "slot_plan": str,            # JSON list of {"index","start","duration"}
-            "state": str,                # draft | open | closed | approved
-            "created_by": int, "created_at": float, "opened_at": float,
-            "closed_at": float, "voting_ends_at": float,
-            "approved_by": int, "approved_at": float,
+            "id": int,
+            "guild_id": int,
+            "channel_id": int,
+            "title": str,
+            "song_key": str,
+            "song_name": str,
+            "song_seconds": float,
+            "slot_plan": str,  # JSON list of {"index","start","duration"}
+            "state": str,  # draft | open | closed | approved
+            "created_by": int,
+            "created_at": float,
+            "opened_at": float,
+            "closed_at": float,
+            "voting_ends_at": float,
+            "approved_by": int,
+            "approved_at": float,
         },
-        pk="id", not_null={"guild_id", "channel_id", "title", "state", "created_at"},
+        pk="id",
+        not_null={"guild_id", "channel_id", "title", "state", "created_at"},
     )
     db["projects"].create_index(["guild_id", "channel_id", "state"])
 
     db["members"].create(
         {"id": int, "name": str, "is_bot": int, "forgotten_at": float, "first_seen": float},
-        pk="id", not_null={"name"}, defaults={"is_bot": 0},
+        pk="id",
+        not_null={"name"},
+        defaults={"is_bot": 0},
     )
 
     db["jobs"].create(
         {
-            "id": int, "project_id": int, "member_id": int, "channel_id": int,
-            "prompt": str, "image_key": str, "slot": int, "duration": float,
-            "aspect": str, "seed": int, "extends_clip_id": int,
-            "state": str,                # queued | submitted | running | done | failed | canceled
-            "moderation": str,           # none | pending | approved | rejected
-            "backend": str, "provider_job_id": str, "attempts": int,
-            "next_attempt_at": float, "progress": float,
-            "error": str, "error_kind": str,
-            "queued_at": float, "submitted_at": float, "started_at": float,
-            "finished_at": float, "status_message_id": int,
+            "id": int,
+            "project_id": int,
+            "member_id": int,
+            "channel_id": int,
+            "prompt": str,
+            "image_key": str,
+            "slot": int,
+            "duration": float,
+            "aspect": str,
+            "seed": int,
+            "extends_clip_id": int,
+            "state": str,  # queued | submitted | running | done | failed | canceled
+            "moderation": str,  # none | pending | approved | rejected
+            "backend": str,
+            "provider_job_id": str,
+            "attempts": int,
+            "next_attempt_at": float,
+            "progress": float,
+            "error": str,
+            "error_kind": str,
+            "queued_at": float,
+            "submitted_at": float,
+            "started_at": float,
+            "finished_at": float,
+            "status_message_id": int,
             "moderation_message_id": int,
         },
         pk="id",
@@ -60,13 +87,26 @@ def m001_initial(db: Database) -> None:
 
     db["clips"].create(
         {
-            "id": int, "job_id": int, "project_id": int, "member_id": int,
-            "media_key": str, "duration": float, "width": int, "height": int,
-            "fps": float, "has_audio": int, "size_bytes": int, "slot": int,
-            "channel_id": int, "message_id": int, "posted_at": float,
-            "created_at": float, "anonymous": int,
+            "id": int,
+            "job_id": int,
+            "project_id": int,
+            "member_id": int,
+            "media_key": str,
+            "duration": float,
+            "width": int,
+            "height": int,
+            "fps": float,
+            "has_audio": int,
+            "size_bytes": int,
+            "slot": int,
+            "channel_id": int,
+            "message_id": int,
+            "posted_at": float,
+            "created_at": float,
+            "anonymous": int,
         },
-        pk="id", not_null={"job_id", "project_id", "member_id", "media_key", "created_at"},
+        pk="id",
+        not_null={"job_id", "project_id", "member_id", "media_key", "created_at"},
         defaults={"anonymous": 0, "has_audio": 0},
         foreign_keys=[("job_id", "jobs", "id"), ("project_id", "projects", "id")],
     )
@@ -89,26 +129,42 @@ def m001_initial(db: Database) -> None:
     )
 
     db["overrides"].create(
-        {"project_id": int, "clip_id": int, "action": str, "slot": int,
-         "by": int, "at": float},
+        {"project_id": int, "clip_id": int, "action": str, "slot": int, "by": int, "at": float},
         pk=("project_id", "clip_id"),
     )
 
     db["cuts"].create(
         {
-            "id": int, "project_id": int, "state": str,   # preview | approved
-            "slots": str,                                  # JSON: list of cut slots
-            "master_key": str, "preview_key": str, "manifest_key": str,
-            "created_by": int, "created_at": float,
-            "approved_by": int, "approved_at": float, "message_id": int,
+            "id": int,
+            "project_id": int,
+            "state": str,  # preview | approved
+            "slots": str,  # JSON: list of cut slots
+            "master_key": str,
+            "preview_key": str,
+            "manifest_key": str,
+            "created_by": int,
+            "created_at": float,
+            "approved_by": int,
+            "approved_at": float,
+            "message_id": int,
         },
-        pk="id", not_null={"project_id", "state", "created_at"},
+        pk="id",
+        not_null={"project_id", "state", "created_at"},
         foreign_keys=[("project_id", "projects", "id")],
     )
 
     db["audit_log"].create(
-        {"id": int, "guild_id": int, "project_id": int, "actor_id": int,
-         "action": str, "target": str, "details": str, "at": float},
-        pk="id", not_null={"action", "at"},
+        {
+            "id": int,
+            "guild_id": int,
+            "project_id": int,
+            "actor_id": int,
+            "action": str,
+            "target": str,
+            "details": str,
+            "at": float,
+        },
+        pk="id",
+        not_null={"action", "at"},
     )
     db["audit_log"].create_index(["guild_id", "at"])

@@ -11,7 +11,13 @@ T = TypeVar("T")
 
 # job states
 QUEUED, SUBMITTED, RUNNING, DONE, FAILED, CANCELED = (
-    "queued", "submitted", "running", "done", "failed", "canceled")
+    "queued",
+    "submitted",
+    "running",
+    "done",
+    "failed",
+    "canceled",
+)
 ACTIVE_JOB_STATES = (QUEUED, SUBMITTED, RUNNING)
 TERMINAL_JOB_STATES = (DONE, FAILED, CANCELED)
 
@@ -123,7 +129,7 @@ class Vote:
 class Override:
     project_id: int
     clip_id: int
-    action: str          # "pin" | "exclude"
+    action: str  # "pin" | "exclude"
     by: int
     at: float
     slot: int | None = None
@@ -133,7 +139,7 @@ class Override:
 class Cut:
     id: int
     project_id: int
-    state: str           # "preview" | "approved"
+    state: str  # "preview" | "approved"
     created_at: float
     slots: list[dict[str, Any]] = field(default_factory=list)
     master_key: str | None = None

@@ -56,16 +56,24 @@ class Community:
     def channel(self) -> int:
         return self.env.channel
 
-    async def slash(self, who: Any, name: str, options: dict[str, Any] | None = None,
-                    subcommand: str | None = None, timeout: float = 30.0) -> tuple[Any, dict]:
-        it = await self.emu.invoke_slash(who.id, self.channel, name, options or {},
-                                         subcommand=subcommand)
+    async def slash(
+        self,
+        who: Any,
+        name: str,
+        options: dict[str, Any] | None = None,
+        subcommand: str | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[Any, dict]:
+        it = await self.emu.invoke_slash(
+            who.id, self.channel, name, options or {}, subcommand=subcommand
+        )
         await it.wait_acked(timeout=3.0)
         return it, await it.wait_reply(timeout=timeout)
 
     async def open_project(self, slots: int = 3) -> Any:
-        await self.slash(self.mod, "project", {"title": "Test Night", "slots": slots},
-                         subcommand="create")
+        await self.slash(
+            self.mod, "project", {"title": "Test Night", "slots": slots}, subcommand="create"
+        )
         return await self.app.store.current_project(self.emu.guild_id, self.channel)
 
     async def wait_idle_and_posted(self, timeout: float = 60) -> None:
@@ -73,6 +81,7 @@ class Community:
             counts = await self.app.store.job_counts()
             active = sum(counts.get(s, 0) for s in ("queued", "submitted", "running"))
             return not active and not await self.app.store.unposted_clips()
+
         await until(done, timeout)
         await self.env.bot.publisher.flush()
 

@@ -14,14 +14,22 @@ def test_each_slot_takes_its_best_scoring_clip():
 
 
 def test_unslotted_clips_fill_open_slots_with_the_best_in_submission_order():
-    cands = [Candidate(1, None, 0, 0), Candidate(2, None, 9, 0), Candidate(3, None, 5, 0),
-             Candidate(4, None, 7, 0)]
+    cands = [
+        Candidate(1, None, 0, 0),
+        Candidate(2, None, 9, 0),
+        Candidate(3, None, 5, 0),
+        Candidate(4, None, 7, 0),
+    ]
     assert ids(select_cut(2, cands)) == [(0, 2, "unslotted"), (1, 4, "unslotted")]
 
 
 def test_a_pin_beats_votes_and_an_excluded_clip_is_never_used():
-    cands = [Candidate(1, 0, 10, 0), Candidate(2, 0, 0, 5), Candidate(3, 1, 9, 0),
-             Candidate(4, 1, 1, 0)]
+    cands = [
+        Candidate(1, 0, 10, 0),
+        Candidate(2, 0, 0, 5),
+        Candidate(3, 1, 9, 0),
+        Candidate(4, 1, 1, 0),
+    ]
     out = select_cut(2, cands, pins={2: 0}, excluded={3})
     assert ids(out) == [(0, 2, "pinned"), (1, 4, "votes")]
 

@@ -12,12 +12,13 @@ __all__ = ["env", "guild"]
 
 async def test_a_prompt_is_acked_in_time_then_its_status_follows_it_to_the_posted_clip(guild):
     await guild.open_project()
-    it = await guild.emu.invoke_slash(guild.alice.id, guild.channel, "prompt",
-                                      {"text": "a neon city at night", "slot": 2})
+    it = await guild.emu.invoke_slash(
+        guild.alice.id, guild.channel, "prompt", {"text": "a neon city at night", "slot": 2}
+    )
     latency = await it.wait_acked(timeout=3.0)
     assert latency < 3.0
     reply = await it.wait_reply()
-    assert reply["flags"] & 64     # ephemeral: only alice sees the receipt
+    assert reply["flags"] & 64  # ephemeral: only alice sees the receipt
     assert "Accepted as job #1" in reply["content"] and "ETA" in reply["content"]
     assert "position 1" in reply["content"] or "generating now" in reply["content"]
     job = await guild.app.store.get_job(1)
@@ -41,10 +42,15 @@ async def test_a_prompt_is_acked_in_time_then_its_status_follows_it_to_the_poste
 async def test_a_typed_prompt_with_an_attached_image_uses_the_image(guild):
     await guild.open_project()
     since = guild.emu.revision
-    await guild.emu.send_message(guild.bob.id, guild.channel, "!prompt a paper boat",
-                                 attachments=[("boat.png", png_bytes(), "image/png")])
+    await guild.emu.send_message(
+        guild.bob.id,
+        guild.channel,
+        "!prompt a paper boat",
+        attachments=[("boat.png", png_bytes(), "image/png")],
+    )
     status = await guild.emu.wait_for_message(
-        guild.channel, lambda m: "Job #" in m["content"], since=since, timeout=10)
+        guild.channel, lambda m: "Job #" in m["content"], since=since, timeout=10
+    )
     assert "paper boat" in status["content"]
     job = (await guild.app.store.member_jobs(guild.bob.id, active_only=False))[0]
     assert job.image_key and guild.app.media.path(job.image_key).is_file()
@@ -53,8 +59,9 @@ async def test_a_typed_prompt_with_an_attached_image_uses_the_image(guild):
 async def test_everyone_and_role_mentions_in_a_prompt_ping_nobody(guild):
     await guild.open_project()
     role = guild.emu.roles["Moderator"]
-    clip = await guild.prompt_and_post(guild.alice, f"@everyone look <@&{role}> @here "
-                                       f"<@{guild.bob.id}>")
+    clip = await guild.prompt_and_post(
+        guild.alice, f"@everyone look <@&{role}> @here <@{guild.bob.id}>"
+    )
     job = await guild.app.store.get_job(clip.job_id)
     for mid in (job.status_message_id, clip.message_id):
         msg = guild.emu.get_message(guild.channel, mid)
@@ -64,11 +71,20 @@ async def test_everyone_and_role_mentions_in_a_prompt_ping_nobody(guild):
 
 def _png_header_only(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 async def test_bad_images_arriving_as_attachments_get_specific_ephemeral_refusals(guild):
@@ -80,8 +96,11 @@ async def test_bad_images_arriving_as_attachments_get_specific_ephemeral_refusal
         "logo.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "SVG"),
     }
     for filename, (data, expected) in cases.items():
-        it, reply = await guild.slash(guild.alice, "prompt", {
-            "text": "with a picture", "image": (filename, data, "image/png")})
+        it, reply = await guild.slash(
+            guild.alice,
+            "prompt",
+            {"text": "with a picture", "image": (filename, data, "image/png")},
+        )
         assert reply["flags"] & 64, filename
         assert expected.lower() in reply["content"].lower(), (filename, reply["content"])
     assert await guild.app.store.member_jobs(guild.alice.id, active_only=False) == []
@@ -95,8 +114,11 @@ async def test_an_image_over_the_byte_limit_is_refused_before_download(tmp_path)
     async with bot_on_emulator(make_settings(tmp_path, image_max_bytes=1000)) as env:
         g = Community(env)
         await g.open_project()
-        _, reply = await g.slash(g.alice, "prompt", {
-            "text": "big", "image": ("big.png", png_bytes((400, 400), "blue") + b"\0" * 5000)})
+        _, reply = await g.slash(
+            g.alice,
+            "prompt",
+            {"text": "big", "image": ("big.png", png_bytes((400, 400), "blue") + b"\0" * 5000)},
+        )
         assert "limit" in reply["content"] and "MB" in reply["content"]
 
 
@@ -115,7 +137,7 @@ async def test_prompting_without_a_project_says_how_to_start_one(guild):
 
 async def test_queue_lists_my_jobs_and_cancel_is_mine_or_a_moderators(guild):
     await guild.open_project()
-    await guild.env.bot.worker.stop()       # keep the jobs waiting
+    await guild.env.bot.worker.stop()  # keep the jobs waiting
     for text in ("one", "two"):
         await guild.slash(guild.alice, "prompt", {"text": f"{text} [slow]"})
     _, reply = await guild.slash(guild.alice, "queue")
@@ -126,8 +148,11 @@ async def test_queue_lists_my_jobs_and_cancel_is_mine_or_a_moderators(guild):
     assert "Job #1 canceled" in reply["content"]
     _, reply = await guild.slash(guild.mod, "cancel", {"job": 2})
     assert "Job #2 canceled" in reply["content"]
-    assert [a.action for a in await guild.app.store.audit_log(guild.emu.guild_id)] == \
-        ["cancel_job", "open_project", "create_project"]
+    assert [a.action for a in await guild.app.store.audit_log(guild.emu.guild_id)] == [
+        "cancel_job",
+        "open_project",
+        "create_project",
+    ]
     job = await guild.app.store.get_job(1)
     await guild.env.bot.publisher.flush()
     assert "Canceled" in guild.emu.get_message(guild.channel, job.status_message_id)["content"]

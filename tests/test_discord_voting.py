@@ -25,13 +25,13 @@ async def test_reactions_become_votes_by_the_rules(guild):
     clip = await guild.prompt_and_post(guild.alice, "a lighthouse")
     await react(guild, guild.bob, clip, "👍")
     await react(guild, guild.carol, clip, "👎")
-    await react(guild, guild.alice, clip, "👍")       # the author: does not count
-    await react(guild, guild.robot, clip, "👍")       # a bot: does not count
-    await react(guild, guild.mod, clip, "🔥")         # not a vote emoji
+    await react(guild, guild.alice, clip, "👍")  # the author: does not count
+    await react(guild, guild.robot, clip, "👍")  # a bot: does not count
+    await react(guild, guild.mod, clip, "🔥")  # not a vote emoji
     assert await until(lambda: _eq(guild, clip, (1, 1)))
-    await react(guild, guild.carol, clip, "👍")       # up after down: the later counts
+    await react(guild, guild.carol, clip, "👍")  # up after down: the later counts
     assert await until(lambda: _eq(guild, clip, (2, 0)))
-    await react(guild, guild.carol, clip, "👍", add=False)   # back to the down still there
+    await react(guild, guild.carol, clip, "👍", add=False)  # back to the down still there
     assert await until(lambda: _eq(guild, clip, (1, 1)))
     await react(guild, guild.carol, clip, "👎", add=False)
     assert await until(lambda: _eq(guild, clip, (1, 0)))
@@ -68,7 +68,7 @@ async def test_votes_cast_while_the_bot_was_down_are_counted_on_start(guild):
     await react(guild, guild.carol, a, "👎")
     await react(guild, guild.alice, b, "👎")
     await react(guild, guild.carol, b, "👍")
-    await react(guild, guild.bob, b, "👍")           # the author's own: still not counted
+    await react(guild, guild.bob, b, "👍")  # the author's own: still not counted
     await react(guild, guild.robot, b, "👍")
     await guild.env.start(sync=False)
     assert await tally(guild, a) == (2, 1)
@@ -76,7 +76,7 @@ async def test_votes_cast_while_the_bot_was_down_are_counted_on_start(guild):
     # the counts equal what members see, less the bots' own and self-votes
     msg = guild.emu.get_message(guild.channel, a.message_id)
     counts = {r["emoji"]["name"]: r["count"] for r in msg["reactions"]}
-    assert counts == {"👍": 3, "👎": 2}     # including the bot's own seed reactions
+    assert counts == {"👍": 3, "👎": 2}  # including the bot's own seed reactions
 
 
 async def test_clip_info_and_leaderboard_show_the_votes(guild):

@@ -32,8 +32,9 @@ async def setup(app, **kw):
     rec = Recorder()
     worker = GenerationWorker(app, events=rec)
     subs = SubmissionService(app, worker)
-    project = await ProjectService(app).create(guild_id=1, channel_id=2, title="t", by=MOD.id,
-                                               slots=4)
+    project = await ProjectService(app).create(
+        guild_id=1, channel_id=2, title="t", by=MOD.id, slots=4
+    )
     return rec, worker, subs, project
 
 
@@ -61,11 +62,12 @@ async def test_dispatch_is_round_robin_so_one_members_burst_does_not_starve_anot
     app = build_app(make_settings(tmp_path, generator_concurrency=1, backend_concurrency=1))
     try:
         rec, worker, subs, project = await setup(app)
-        alice_jobs = [(await subs.submit(project, ALICE, f"alice prompt {i}")).job.id
-                      for i in range(5)]
+        alice_jobs = [
+            (await subs.submit(project, ALICE, f"alice prompt {i}")).job.id for i in range(5)
+        ]
         bob_first = (await subs.submit(project, BOB, "bob's first")).job.id
         pos = await worker.position(bob_first)
-        assert pos.position == 2     # right after alice's first, not after all five
+        assert pos.position == 2  # right after alice's first, not after all five
         started = []
         for _ in range(3):
             started += await worker.dispatch()

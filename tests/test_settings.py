@@ -40,15 +40,21 @@ def test_the_environment_wins_over_the_env_file(tmp_path):
     assert s.generator_concurrency == 4 and s.premoderation is True and s.command_prefix == "?"
 
 
-@pytest.mark.parametrize("name,value,expected", [
-    ("GENERATOR_CONCURRENCY", "lots",
-     "GENERATOR_CONCURRENCY='lots' is not valid: expected a whole number"),
-    ("GENERATOR_CONCURRENCY", "0", "must be at least 1"),
-    ("PREMODERATION", "maybe", "expected true or false"),
-    ("GENERATOR", "sora", "allowed values are local"),
-    ("LOG_LEVEL", "LOUD", "allowed values are DEBUG"),
-    ("CLIP_SECONDS", "fast", "CLIP_SECONDS='fast' is not valid: expected a number"),
-])
+@pytest.mark.parametrize(
+    "name,value,expected",
+    [
+        (
+            "GENERATOR_CONCURRENCY",
+            "lots",
+            "GENERATOR_CONCURRENCY='lots' is not valid: expected a whole number",
+        ),
+        ("GENERATOR_CONCURRENCY", "0", "must be at least 1"),
+        ("PREMODERATION", "maybe", "expected true or false"),
+        ("GENERATOR", "sora", "allowed values are local"),
+        ("LOG_LEVEL", "LOUD", "allowed values are DEBUG"),
+        ("CLIP_SECONDS", "fast", "CLIP_SECONDS='fast' is not valid: expected a number"),
+    ],
+)
 def test_a_bad_value_names_the_setting_and_what_is_allowed(name, value, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):
         Settings.load(env={name: value}, env_file=None)

@@ -20,19 +20,41 @@ def store(tmp_path):
 
 
 def project(store):
-    return store.create_project(guild_id=1, channel_id=2, title="t", created_by=9,
-                                slot_plan=[Slot(0, 0, 4), Slot(1, 4, 4)], state="open")
+    return store.create_project(
+        guild_id=1,
+        channel_id=2,
+        title="t",
+        created_by=9,
+        slot_plan=[Slot(0, 0, 4), Slot(1, 4, 4)],
+        state="open",
+    )
 
 
 def job(store, p, member=5, **kw):
-    return store.add_job(project_id=p.id, member_id=member, prompt="a cat", channel_id=2,
-                         duration=4, aspect="16:9", seed=1, **kw)
+    return store.add_job(
+        project_id=p.id,
+        member_id=member,
+        prompt="a cat",
+        channel_id=2,
+        duration=4,
+        aspect="16:9",
+        seed=1,
+        **kw,
+    )
 
 
 def clip(store, j):
     store.claim_job(j.id, "local")
-    return store.complete_job(j.id, media_key="a" * 64 + ".mp4", duration=4, width=64,
-                              height=36, fps=24, has_audio=True, size_bytes=100)
+    return store.complete_job(
+        j.id,
+        media_key="a" * 64 + ".mp4",
+        duration=4,
+        width=64,
+        height=36,
+        fps=24,
+        has_audio=True,
+        size_bytes=100,
+    )
 
 
 def test_the_database_is_in_wal_mode_with_migrations_recorded(store):
@@ -47,8 +69,16 @@ def test_a_job_yields_exactly_one_clip_even_if_completed_twice(store):
     p = project(store)
     j = job(store, p)
     c1 = clip(store, j)
-    c2 = store.complete_job(j.id, media_key="b" * 64 + ".mp4", duration=4, width=64,
-                            height=36, fps=24, has_audio=True, size_bytes=100)
+    c2 = store.complete_job(
+        j.id,
+        media_key="b" * 64 + ".mp4",
+        duration=4,
+        width=64,
+        height=36,
+        fps=24,
+        has_audio=True,
+        size_bytes=100,
+    )
     assert c1.id == c2.id and c2.media_key == "a" * 64 + ".mp4"
     assert len(store.project_clips(p.id)) == 1
     assert store.get_job(j.id).state == "done"
@@ -94,8 +124,16 @@ def test_forgetting_a_member_keeps_approved_clips_anonymously(store):
     kept = clip(store, job(store, p, member=5))
     j2 = job(store, p, member=5)
     store.claim_job(j2.id, "local")
-    dropped = store.complete_job(j2.id, media_key="c" * 64 + ".mp4", duration=4, width=64,
-                                 height=36, fps=24, has_audio=True, size_bytes=100)
+    dropped = store.complete_job(
+        j2.id,
+        media_key="c" * 64 + ".mp4",
+        duration=4,
+        width=64,
+        height=36,
+        fps=24,
+        has_audio=True,
+        size_bytes=100,
+    )
     store.upsert_member(5, "alice")
     store.apply_reaction(kept.id, 6, "👍", added=True, values=VALUES)
     other = clip(store, job(store, p, member=6))
@@ -145,12 +183,28 @@ def test_a_leftover_temp_file_is_swept(tmp_path):
 async def test_the_async_store_runs_off_the_loop_and_sees_its_own_writes(tmp_path):
     store = AsyncStore(tmp_path / "db.sqlite")
     try:
-        p = await store.create_project(guild_id=1, channel_id=2, title="x", created_by=1,
-                                       slot_plan=[Slot(0, 0, 4)], state="open")
-        got = await store.get_project(p.id)   # a reader thread, its own connection
+        p = await store.create_project(
+            guild_id=1,
+            channel_id=2,
+            title="x",
+            created_by=1,
+            slot_plan=[Slot(0, 0, 4)],
+            state="open",
+        )
+        got = await store.get_project(p.id)  # a reader thread, its own connection
         assert got.title == "x"
-        jobs = [await store.add_job(project_id=p.id, member_id=m, prompt="p", channel_id=2,
-                                    duration=4, aspect="16:9", seed=0) for m in range(5)]
+        jobs = [
+            await store.add_job(
+                project_id=p.id,
+                member_id=m,
+                prompt="p",
+                channel_id=2,
+                duration=4,
+                aspect="16:9",
+                seed=0,
+            )
+            for m in range(5)
+        ]
         assert len(await store.dispatchable_jobs()) == len(jobs)
     finally:
         await store.aclose()
@@ -160,9 +214,14 @@ def test_sql_stays_inside_storage():
     import pathlib
 
     root = pathlib.Path(__file__).parents[1] / "bot"
-    offenders = [str(p) for p in root.rglob("*.py")
-                 if any(k in p.read_text() for k in ("import sqlite3", "sqlite_utils",
-                                                     ".execute(\"select", "insert into"))]
+    offenders = [
+        str(p)
+        for p in root.rglob("*.py")
+        if any(
+            k in p.read_text()
+            for k in ("import sqlite3", "sqlite_utils", '.execute("select', "insert into")
+        )
+    ]
     assert offenders == []
 
 

@@ -24,8 +24,9 @@ def test_bots_self_votes_other_emojis_and_closed_projects_do_not_count():
 
 def test_self_and_bot_votes_can_be_switched_on():
     rules = VoteRules(count_self_votes=True, count_bot_votes=True)
-    assert rules.counts(emoji="👎", voter_id=1, voter_is_bot=True, clip_author_id=1,
-                        project_open=True)
+    assert rules.counts(
+        emoji="👎", voter_id=1, voter_is_bot=True, clip_author_id=1, project_open=True
+    )
 
 
 def test_score_is_up_minus_down_ties_broken_by_fewer_downs_then_the_earlier_clip():

@@ -18,7 +18,7 @@ from bot.core.voting import Tally, rank_key
 @dataclass(frozen=True)
 class Candidate:
     clip_id: int
-    slot: int | None        # the slot the member named, if any
+    slot: int | None  # the slot the member named, if any
     up: int = 0
     down: int = 0
 
@@ -31,14 +31,18 @@ class Candidate:
 class Choice:
     slot: int
     clip_id: int
-    reason: str             # "pinned" | "votes" | "unslotted" | "reused"
+    reason: str  # "pinned" | "votes" | "unslotted" | "reused"
 
 
-def select_cut(n_slots: int, candidates: Sequence[Candidate], *,
-               pins: dict[int, int] | None = None, excluded: set[int] | None = None
-               ) -> list[Choice]:
+def select_cut(
+    n_slots: int,
+    candidates: Sequence[Candidate],
+    *,
+    pins: dict[int, int] | None = None,
+    excluded: set[int] | None = None,
+) -> list[Choice]:
     """One ``Choice`` per slot (empty list when there is no usable clip)."""
-    pins = dict(pins or {})           # clip id → slot
+    pins = dict(pins or {})  # clip id → slot
     excluded = set(excluded or ())
     usable = [c for c in candidates if c.clip_id not in excluded]
     chosen: dict[int, Choice] = {}
@@ -46,8 +50,11 @@ def select_cut(n_slots: int, candidates: Sequence[Candidate], *,
 
     # 1. pins (the latest pin of a slot wins; pins out of range are ignored)
     for clip_id, slot in pins.items():
-        if 0 <= slot < n_slots and clip_id not in excluded and any(
-                c.clip_id == clip_id for c in candidates):
+        if (
+            0 <= slot < n_slots
+            and clip_id not in excluded
+            and any(c.clip_id == clip_id for c in candidates)
+        ):
             if slot in chosen:
                 used.discard(chosen[slot].clip_id)
             chosen[slot] = Choice(slot, clip_id, "pinned")
@@ -69,8 +76,9 @@ def select_cut(n_slots: int, candidates: Sequence[Candidate], *,
 
     # 3. open slots take the best unslotted clips, in submission order
     open_slots = [s for s in range(n_slots) if s not in chosen]
-    unslotted = [c for c in usable if (c.slot is None or not 0 <= c.slot < n_slots)
-                 and c.clip_id not in used]
+    unslotted = [
+        c for c in usable if (c.slot is None or not 0 <= c.slot < n_slots) and c.clip_id not in used
+    ]
     best = sorted(unslotted, key=lambda c: rank_key(c.tally))[: len(open_slots)]
     for slot, c in zip(open_slots, sorted(best, key=lambda c: c.clip_id), strict=False):
         chosen[slot] = Choice(slot, c.clip_id, "unslotted")

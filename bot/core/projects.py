@@ -9,7 +9,7 @@ DRAFT, OPEN, CLOSED, APPROVED = "draft", "open", "closed", "approved"
 _ALLOWED = {
     DRAFT: {OPEN},
     OPEN: {CLOSED},
-    CLOSED: {OPEN, APPROVED},   # re-opening voting is allowed until the cut is approved
+    CLOSED: {OPEN, APPROVED},  # re-opening voting is allowed until the cut is approved
     APPROVED: set(),
 }
 

@@ -24,8 +24,9 @@ class QueuedJob(Protocol):
     next_attempt_at: float | None
 
 
-def fair_order(jobs: Iterable[QueuedJob], last_served: dict[int, float] | None = None
-               ) -> list[QueuedJob]:
+def fair_order(
+    jobs: Iterable[QueuedJob], last_served: dict[int, float] | None = None
+) -> list[QueuedJob]:
     """All waiting jobs in the order they will be dispatched (round-robin by member)."""
     last_served = last_served or {}
     per_member: dict[int, list[QueuedJob]] = defaultdict(list)
@@ -47,9 +48,14 @@ def fair_order(jobs: Iterable[QueuedJob], last_served: dict[int, float] | None =
     return order
 
 
-def next_jobs(jobs: Sequence[QueuedJob], *, now: float, slots_free: int,
-              last_served: dict[int, float] | None = None,
-              running_by_member: dict[int, int] | None = None) -> list[QueuedJob]:
+def next_jobs(
+    jobs: Sequence[QueuedJob],
+    *,
+    now: float,
+    slots_free: int,
+    last_served: dict[int, float] | None = None,
+    running_by_member: dict[int, int] | None = None,
+) -> list[QueuedJob]:
     """Up to ``slots_free`` jobs to dispatch now: eligible (backoff elapsed), fair order,
     and at most one new job per member per call while others are waiting."""
     if slots_free <= 0:
@@ -77,8 +83,9 @@ def next_jobs(jobs: Sequence[QueuedJob], *, now: float, slots_free: int,
     return picked
 
 
-def backoff_delay(attempt: int, *, base: float, cap: float,
-                  retry_after: float | None = None) -> float:
+def backoff_delay(
+    attempt: int, *, base: float, cap: float, retry_after: float | None = None
+) -> float:
     """Delay before try ``attempt + 1`` after ``attempt`` failed: base·2^(attempt-1),
     capped, and never shorter than what the provider asked for."""
     delay = min(cap, base * (2 ** max(0, attempt - 1)))
@@ -89,9 +96,9 @@ def backoff_delay(attempt: int, *, base: float, cap: float,
 
 @dataclass(frozen=True)
 class Position:
-    position: int          # 1-based place among waiting jobs; 0 = generating now
-    ahead: int             # jobs before it
-    eta_seconds: float     # until its clip is expected
+    position: int  # 1-based place among waiting jobs; 0 = generating now
+    ahead: int  # jobs before it
+    eta_seconds: float  # until its clip is expected
 
 
 def estimate_run_seconds(recent: Sequence[float], default: float) -> float:
@@ -100,9 +107,15 @@ def estimate_run_seconds(recent: Sequence[float], default: float) -> float:
     return statistics.median(recent) if recent else default
 
 
-def queue_position(job_id: int, waiting: Sequence[QueuedJob], *, running: int,
-                   concurrency: int, run_seconds: float,
-                   last_served: dict[int, float] | None = None) -> Position | None:
+def queue_position(
+    job_id: int,
+    waiting: Sequence[QueuedJob],
+    *,
+    running: int,
+    concurrency: int,
+    run_seconds: float,
+    last_served: dict[int, float] | None = None,
+) -> Position | None:
     """Where ``job_id`` stands in the fair order and when it should be done."""
     order = fair_order(waiting, last_served)
     for i, j in enumerate(order):

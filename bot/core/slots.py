@@ -17,8 +17,7 @@ def even_slot_plan(song_seconds: float, clip_seconds: float) -> list[Slot]:
         raise ValueError("clip length must be positive")
     n = max(1, round(song_seconds / clip_seconds))
     length = song_seconds / n
-    return [Slot(index=i, start=round(i * length, 6), duration=round(length, 6))
-            for i in range(n)]
+    return [Slot(index=i, start=round(i * length, 6), duration=round(length, 6)) for i in range(n)]
 
 
 def slot_for_time(plan: list[Slot], seconds: float) -> Slot | None:

@@ -27,8 +27,15 @@ class VoteRules:
     def is_vote_emoji(self, emoji: str) -> bool:
         return emoji in (self.up_emoji, self.down_emoji)
 
-    def counts(self, *, emoji: str, voter_id: int, voter_is_bot: bool, clip_author_id: int,
-               project_open: bool) -> bool:
+    def counts(
+        self,
+        *,
+        emoji: str,
+        voter_id: int,
+        voter_is_bot: bool,
+        clip_author_id: int,
+        project_open: bool,
+    ) -> bool:
         """Whether a reaction change from this voter on this clip affects the tally."""
         if not self.is_vote_emoji(emoji) or not project_open:
             return False

@@ -258,8 +258,14 @@ class RestApi:
         major = "+".join(
             request.match_info.get(k, "")
             # interaction callbacks are limited per interaction, as on Discord
-            for k in ("channel_id", "guild_id", "webhook_id", "webhook_token",
-                      "interaction_id", "interaction_token")
+            for k in (
+                "channel_id",
+                "guild_id",
+                "webhook_id",
+                "webhook_token",
+                "interaction_id",
+                "interaction_token",
+            )
         )
         forced = self.emu._take_forced_rate_limit(request.method, rel)
         if forced is not None:

@@ -32,12 +32,14 @@ def is_moderator(member: discord.abc.User | None, settings: Settings) -> bool:
 def require_moderator(member: discord.abc.User | None, settings: Settings) -> None:
     """Raise ``PermissionDenied`` unless ``member`` is a moderator. Checked on every call."""
     if not is_moderator(member, settings):
-        raise PermissionDenied("Only moderators can do that (the "
-                               f"“{settings.moderator_role}” role or Manage Server).")
+        raise PermissionDenied(
+            f"Only moderators can do that (the “{settings.moderator_role}” role or Manage Server)."
+        )
 
 
-async def reply_error(target: commands.Context[Any] | discord.Interaction[Any],
-                      error: BaseException) -> None:
+async def reply_error(
+    target: commands.Context[Any] | discord.Interaction[Any], error: BaseException
+) -> None:
     """Send a ``UserFacingError``'s message ephemerally; log anything else and apologise."""
     if isinstance(error, UserFacingError):
         text = f"⚠️ {error.message}"
@@ -49,8 +51,9 @@ async def reply_error(target: commands.Context[Any] | discord.Interaction[Any],
             if target.response.is_done():
                 await target.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
             else:
-                await target.response.send_message(text, ephemeral=True,
-                                                   allowed_mentions=NO_MENTIONS)
+                await target.response.send_message(
+                    text, ephemeral=True, allowed_mentions=NO_MENTIONS
+                )
         else:
             await target.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
     except discord.HTTPException:
@@ -59,8 +62,14 @@ async def reply_error(target: commands.Context[Any] | discord.Interaction[Any],
 
 def unwrap(error: BaseException) -> BaseException:
     """The error a command raised, out of discord.py's wrappers."""
-    while isinstance(error, (commands.HybridCommandError, commands.CommandInvokeError,
-                             discord.app_commands.CommandInvokeError)):
+    while isinstance(
+        error,
+        (
+            commands.HybridCommandError,
+            commands.CommandInvokeError,
+            discord.app_commands.CommandInvokeError,
+        ),
+    ):
         inner = getattr(error, "original", None)
         if inner is None:
             break
@@ -71,8 +80,9 @@ def unwrap(error: BaseException) -> BaseException:
 def friendly_command_error(error: BaseException) -> UserFacingError | None:
     """discord.py's own argument errors, as messages a member understands."""
     if isinstance(error, commands.MissingRequiredArgument):
-        return UserFacingError(f"You left out `{error.param.name}`. "
-                               "The slash command lists every option.")
+        return UserFacingError(
+            f"You left out `{error.param.name}`. The slash command lists every option."
+        )
     if isinstance(error, commands.MissingRequiredAttachment):
         return UserFacingError(f"Attach a file for `{error.param.name}`.")
     if isinstance(error, (commands.BadArgument, commands.BadLiteralArgument)):

@@ -44,16 +44,20 @@ EXTENSIONS = (
 
 def intents() -> discord.Intents:
     i = discord.Intents.default()
-    i.message_content = True    # the typed form: `!prompt …` with an image attached
-    i.members = True            # moderator roles and bot flags of voters
+    i.message_content = True  # the typed form: `!prompt …` with an image attached
+    i.members = True  # moderator roles and bot flags of voters
     return i
 
 
 class CrowdcutBot(commands.Bot):
     def __init__(self, app: App, **kwargs: Any) -> None:
-        super().__init__(command_prefix=commands.when_mentioned_or(app.settings.command_prefix),
-                         intents=intents(), allowed_mentions=NO_MENTIONS,
-                         help_command=commands.DefaultHelpCommand(), **kwargs)
+        super().__init__(
+            command_prefix=commands.when_mentioned_or(app.settings.command_prefix),
+            intents=intents(),
+            allowed_mentions=NO_MENTIONS,
+            help_command=commands.DefaultHelpCommand(),
+            **kwargs,
+        )
         self.app = app
         self.settings = app.settings
         self.publisher = DiscordPublisher(self)
@@ -85,13 +89,12 @@ class CrowdcutBot(commands.Bot):
         try:
             reconciled = await self.reconcile_votes()
             posted = await self.publisher.post_unposted()
-            log.info("caught up: %d clips' votes reconciled, %d clips posted", reconciled,
-                     posted)
+            log.info("caught up: %d clips' votes reconciled, %d clips posted", reconciled, posted)
         except Exception:
             log.exception("catching up after start failed; carrying on")
         await self.worker.start()
         self.background_ready.set()
-        while True:   # voting that was opened "for N hours" closes itself
+        while True:  # voting that was opened "for N hours" closes itself
             await asyncio.sleep(30)
             try:
                 await self.close_due_projects()
@@ -109,9 +112,11 @@ class CrowdcutBot(commands.Bot):
             closed += 1
             channel = self.get_channel(project.channel_id)
             if isinstance(channel, discord.abc.Messageable):
-                await channel.send(f"🔴 Voting time is over: “{project.title}” is closed. "
-                                   "Moderators can now `/cut preview` and `/cut approve`.",
-                                   allowed_mentions=NO_MENTIONS)
+                await channel.send(
+                    f"🔴 Voting time is over: “{project.title}” is closed. "
+                    "Moderators can now `/cut preview` and `/cut approve`.",
+                    allowed_mentions=NO_MENTIONS,
+                )
         return closed
 
     async def close(self) -> None:
@@ -124,8 +129,11 @@ class CrowdcutBot(commands.Bot):
     # ------------------------------------------------------------------ votes
     async def reconcile_votes(self, project_id: int | None = None) -> int:
         """Make stored votes equal the reactions Discord shows, for open projects' clips."""
-        projects = ([await self.app.store.get_project(project_id)] if project_id
-                    else await self.app.store.list_projects(states=["open"]))
+        projects = (
+            [await self.app.store.get_project(project_id)]
+            if project_id
+            else await self.app.store.list_projects(states=["open"])
+        )
         n = 0
         for project in projects:
             if project is None or project.state != "open":
@@ -140,8 +148,9 @@ class CrowdcutBot(commands.Bot):
                 n += 1
         return n
 
-    async def _reactions_of(self, channel_id: int, message_id: int
-                            ) -> tuple[dict[str, set[int]] | None, set[int]]:
+    async def _reactions_of(
+        self, channel_id: int, message_id: int
+    ) -> tuple[dict[str, set[int]] | None, set[int]]:
         channel = self.get_partial_messageable(channel_id)
         try:
             message = await channel.fetch_message(message_id)
@@ -165,14 +174,18 @@ class CrowdcutBot(commands.Bot):
         return present, bots
 
     # ------------------------------------------------------------------ errors
-    async def on_command_error(self, ctx: commands.Context[Any],  # type: ignore[override]
-                               error: commands.CommandError) -> None:
+    async def on_command_error(
+        self,
+        ctx: commands.Context[Any],  # type: ignore[override]
+        error: commands.CommandError,
+    ) -> None:
         if isinstance(error, commands.CommandNotFound):
             return
         original = unwrap(error)
         friendly = friendly_command_error(original)
         await reply_error(ctx, friendly or original)
 
-    async def _on_tree_error(self, interaction: discord.Interaction[Any],
-                             error: discord.app_commands.AppCommandError) -> None:
+    async def _on_tree_error(
+        self, interaction: discord.Interaction[Any], error: discord.app_commands.AppCommandError
+    ) -> None:
         await reply_error(interaction, unwrap(error))

@@ -45,7 +45,7 @@ class BotOnEmulator:
         """Start a fresh App and bot on the same data directory (a process start)."""
         self.app = build_app(self.settings)
         self.bot = make_bot(self.app)
-        await self.bot.login(self.settings.discord_token)       # runs setup_hook
+        await self.bot.login(self.settings.discord_token)  # runs setup_hook
         self.bot.start_background()
         self._task = asyncio.create_task(self.bot.connect(reconnect=True))
         await asyncio.wait_for(self.bot.wait_until_ready(), 30)
@@ -71,14 +71,18 @@ class BotOnEmulator:
 
 
 @contextlib.asynccontextmanager
-async def bot_on_emulator(settings: Settings, *, upload_limit: int | None = None,
-                          start: bool = True) -> AsyncIterator[BotOnEmulator]:
+async def bot_on_emulator(
+    settings: Settings, *, upload_limit: int | None = None, start: bool = True
+) -> AsyncIterator[BotOnEmulator]:
     """An emulator on 127.0.0.1:0 and crowdcut connected to it, with commands synced."""
     emu = DiscordEmulator(**({"upload_limit": upload_limit} if upload_limit else {}))
     await emu.start()
-    settings = dataclasses.replace(settings, discord_api_base=emu.api_base,
-                                   discord_gateway_url=emu.gateway_url,
-                                   discord_token=emu.bot_token)
+    settings = dataclasses.replace(
+        settings,
+        discord_api_base=emu.api_base,
+        discord_gateway_url=emu.gateway_url,
+        discord_token=emu.bot_token,
+    )
     env = BotOnEmulator(emu=emu, settings=settings)
     try:
         if start:

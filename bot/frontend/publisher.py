@@ -84,7 +84,8 @@ class DiscordPublisher:
         channel = self.bot.get_partial_messageable(job.channel_id)
         try:
             await channel.get_partial_message(job.status_message_id).edit(
-                content=text, allowed_mentions=NO_MENTIONS)
+                content=text, allowed_mentions=NO_MENTIONS
+            )
         except discord.NotFound:
             log.info("status message of job %s is gone", job.id)
         except discord.HTTPException as e:
@@ -129,18 +130,17 @@ class DiscordPublisher:
         channel_id = clip.channel_id or job.channel_id
         channel = self.bot.get_channel(channel_id) if channel_id else None
         if not isinstance(channel, discord.abc.Messageable):
-            log.warning("clip %s: channel %s is not available; will retry on restart",
-                        clip.id, channel_id)
+            log.warning(
+                "clip %s: channel %s is not available; will retry on restart", clip.id, channel_id
+            )
             return None
         rules = self.app.rules
         author = await self._name(clip.member_id)
-        embed = clip_embed(clip, job, author, up_emoji=rules.up_emoji,
-                           down_emoji=rules.down_emoji)
+        embed = clip_embed(clip, job, author, up_emoji=rules.up_emoji, down_emoji=rules.down_emoji)
         path = self.app.media.path(clip.media_key)
         limit = self._upload_limit(channel)
         message = await self._send_fitting(channel, clip, path, embed, limit)
-        await self.app.store.mark_clip_posted(clip.id, channel_id=channel.id,
-                                              message_id=message.id)
+        await self.app.store.mark_clip_posted(clip.id, channel_id=channel.id, message_id=message.id)
         for emoji in (rules.up_emoji, rules.down_emoji):
             try:
                 await message.add_reaction(emoji)
@@ -153,8 +153,14 @@ class DiscordPublisher:
         guild = getattr(channel, "guild", None)
         return int((guild.filesize_limit if guild else 10 * 1024 * 1024) * UPLOAD_HEADROOM)
 
-    async def _send_fitting(self, channel: discord.abc.Messageable, clip: Clip, path: Path,
-                            embed: discord.Embed, limit: int) -> discord.Message:
+    async def _send_fitting(
+        self,
+        channel: discord.abc.Messageable,
+        clip: Clip,
+        path: Path,
+        embed: discord.Embed,
+        limit: int,
+    ) -> discord.Message:
         """Send the clip; re-encode it smaller when it is over the limit or Discord says 413."""
         tmp_files: list[Path] = []
         try:
@@ -166,14 +172,17 @@ class DiscordPublisher:
             for attempt in range(MAX_413_RETRIES + 1):
                 try:
                     return await channel.send(
-                        embed=embed, file=discord.File(src, filename=f"clip-{clip.id}.mp4"),
-                        allowed_mentions=NO_MENTIONS)
+                        embed=embed,
+                        file=discord.File(src, filename=f"clip-{clip.id}.mp4"),
+                        allowed_mentions=NO_MENTIONS,
+                    )
                 except discord.HTTPException as e:
                     if e.status != 413 or attempt == MAX_413_RETRIES:
                         raise
                     limit = int(min(limit, src.stat().st_size) * 0.5)
-                    log.info("clip %s: Discord said 413; re-encoding under %d bytes",
-                             clip.id, limit)
+                    log.info(
+                        "clip %s: Discord said 413; re-encoding under %d bytes", clip.id, limit
+                    )
                     src = await self._shrink(path, limit, tmp_files)
             raise AssertionError("unreachable")
         finally:
@@ -195,8 +204,9 @@ class DiscordPublisher:
                 continue
             existing = await self._find_existing_post(clip)
             if existing is not None:
-                await self.app.store.mark_clip_posted(clip.id, channel_id=existing.channel.id,
-                                                      message_id=existing.id)
+                await self.app.store.mark_clip_posted(
+                    clip.id, channel_id=existing.channel.id, message_id=existing.id
+                )
                 log.info("clip %s was already posted as %s; adopted", clip.id, existing.id)
                 continue
             await self.clip_ready(clip, job)

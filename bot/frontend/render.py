@@ -27,11 +27,14 @@ def quote(text: str, limit: int = 300) -> str:
     return "> " + text.replace("\n", " ")
 
 
-def status_text(job: Job, author: str, position: Position | None = None,
-                clip_url: str | None = None) -> str:
+def status_text(
+    job: Job, author: str, position: Position | None = None, clip_url: str | None = None
+) -> str:
     """The one status message that follows a job, as it moves."""
-    head = (f"🎬 **Job #{job.id}** · {discord.utils.escape_markdown(author)} · "
-            f"{clip_label(job.slot)} · {job.duration or 0:g}s · {job.aspect}")
+    head = (
+        f"🎬 **Job #{job.id}** · {discord.utils.escape_markdown(author)} · "
+        f"{clip_label(job.slot)} · {job.duration or 0:g}s · {job.aspect}"
+    )
     if job.extends_clip_id:
         head += f" · extends clip #{job.extends_clip_id}"
     lines = [head, quote(job.prompt)]
@@ -39,11 +42,14 @@ def status_text(job: Job, author: str, position: Position | None = None,
         lines.append("🛡️ Waiting for a moderator to approve this prompt.")
     elif job.state == "queued":
         if job.attempts and job.error:
-            lines.append(f"🔁 Retrying after a hiccup (try {job.attempts + 1}): "
-                         f"{discord.utils.escape_markdown(job.error[:120])}")
+            lines.append(
+                f"🔁 Retrying after a hiccup (try {job.attempts + 1}): "
+                f"{discord.utils.escape_markdown(job.error[:120])}"
+            )
         if position is not None and position.position > 0:
-            lines.append(f"⏳ Queued — position {position.position}, "
-                         f"ETA {format_eta(position.eta_seconds)}")
+            lines.append(
+                f"⏳ Queued — position {position.position}, ETA {format_eta(position.eta_seconds)}"
+            )
         else:
             lines.append("⏳ Queued")
     elif job.state in ("submitted", "running"):
@@ -57,10 +63,21 @@ def status_text(job: Job, author: str, position: Position | None = None,
     return "\n".join(lines)
 
 
-def clip_embed(clip: Clip, job: Job, author: str, *, up: int = 0, down: int = 0,
-               up_emoji: str = "👍", down_emoji: str = "👎") -> discord.Embed:
-    e = discord.Embed(title=f"Clip #{clip.id}", description=quote(job.prompt, 1000),
-                      colour=discord.Colour.blurple())
+def clip_embed(
+    clip: Clip,
+    job: Job,
+    author: str,
+    *,
+    up: int = 0,
+    down: int = 0,
+    up_emoji: str = "👍",
+    down_emoji: str = "👎",
+) -> discord.Embed:
+    e = discord.Embed(
+        title=f"Clip #{clip.id}",
+        description=quote(job.prompt, 1000),
+        colour=discord.Colour.blurple(),
+    )
     e.add_field(name="Author", value=discord.utils.escape_markdown(author))
     e.add_field(name="Slot", value=clip_label(clip.slot))
     e.add_field(name="Length", value=f"{clip.duration or 0:.1f}s")
@@ -70,41 +87,58 @@ def clip_embed(clip: Clip, job: Job, author: str, *, up: int = 0, down: int = 0,
     return e
 
 
-def clip_info_embed(clip: Clip, job: Job | None, author: str, up: int, down: int,
-                    jump_url: str | None, *, up_emoji: str = "👍",
-                    down_emoji: str = "👎") -> discord.Embed:
-    e = discord.Embed(title=f"Clip #{clip.id}",
-                      description=quote(job.prompt if job else "(prompt deleted)", 1000))
+def clip_info_embed(
+    clip: Clip,
+    job: Job | None,
+    author: str,
+    up: int,
+    down: int,
+    jump_url: str | None,
+    *,
+    up_emoji: str = "👍",
+    down_emoji: str = "👎",
+) -> discord.Embed:
+    e = discord.Embed(
+        title=f"Clip #{clip.id}", description=quote(job.prompt if job else "(prompt deleted)", 1000)
+    )
     e.add_field(name="Author", value=discord.utils.escape_markdown(author))
     e.add_field(name="Slot", value=clip_label(clip.slot))
     e.add_field(name="Backend", value=(job.backend if job else None) or "?")
     e.add_field(name="Seed", value=str(job.seed if job else "?"))
-    e.add_field(name="Votes", value=f"{up_emoji} {up} · {down_emoji} {down} · "
-                f"score {up - down}")
+    e.add_field(name="Votes", value=f"{up_emoji} {up} · {down_emoji} {down} · score {up - down}")
     e.add_field(name="Size", value=f"{clip.width}×{clip.height} · {clip.duration or 0:.1f}s")
     if jump_url:
         e.add_field(name="Message", value=jump_url, inline=False)
     return e
 
 
-def project_embed(project: Project, *, filled: int, candidates: dict[int, int],
-                  leaders: dict[int, tuple[int, int]], queued: int) -> discord.Embed:
+def project_embed(
+    project: Project,
+    *,
+    filled: int,
+    candidates: dict[int, int],
+    leaders: dict[int, tuple[int, int]],
+    queued: int,
+) -> discord.Embed:
     n = len(project.slot_plan)
     e = discord.Embed(title=f"🎞️ {project.title}", colour=discord.Colour.gold())
     e.add_field(name="State", value=project.state)
     e.add_field(name="Slots filled", value=f"{filled} / {n}")
     e.add_field(name="Jobs waiting", value=str(queued))
     if project.song_seconds:
-        e.add_field(name="Song", value=f"{project.song_name or 'song'} · "
-                    f"{project.song_seconds:.0f}s")
+        e.add_field(
+            name="Song", value=f"{project.song_name or 'song'} · {project.song_seconds:.0f}s"
+        )
     if project.voting_ends_at and project.state == "open":
         e.add_field(name="Voting ends", value=f"<t:{int(project.voting_ends_at)}:R>")
     rows = []
     for s in project.slot_plan[:25]:
         lead = leaders.get(s.index)
         lead_txt = f"clip #{lead[0]} (score {lead[1]})" if lead else "—"
-        rows.append(f"`{s.index + 1:>2}` {s.start:6.1f}s · {candidates.get(s.index, 0)} "
-                    f"candidate(s) · leader {lead_txt}")
+        rows.append(
+            f"`{s.index + 1:>2}` {s.start:6.1f}s · {candidates.get(s.index, 0)} "
+            f"candidate(s) · leader {lead_txt}"
+        )
     if n > 25:
         rows.append(f"… and {n - 25} more slots")
     e.description = "\n".join(rows) or "No slots."

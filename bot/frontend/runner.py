@@ -22,8 +22,9 @@ def make_bot(app: App) -> CrowdcutBot:
     bot = CrowdcutBot(app)
     s = app.settings
     custom_base = s.discord_api_base.rstrip("/") != DISCORD_API_BASE
-    point_discord_py_at(s.discord_api_base if custom_base else None,
-                        s.discord_gateway_url or None, bot)
+    point_discord_py_at(
+        s.discord_api_base if custom_base else None, s.discord_gateway_url or None, bot
+    )
     return bot
 
 
@@ -52,14 +53,16 @@ async def sync_commands(settings: Settings, guild_id: int | None = None) -> int:
     bot = make_bot(app)
     try:
         async with bot:
-            await bot.login(settings.discord_token)   # runs setup_hook: cogs loaded
+            await bot.login(settings.discord_token)  # runs setup_hook: cogs loaded
             guild = discord.Object(guild_id) if guild_id else None
             if guild:
                 bot.tree.copy_global_to(guild=guild)
             synced = await bot.tree.sync(guild=guild)
-            print(f"synced {len(synced)} commands "
-                  f"{'to guild ' + str(guild_id) if guild_id else 'globally'}: "
-                  + ", ".join(c.name for c in synced))
+            print(
+                f"synced {len(synced)} commands "
+                f"{'to guild ' + str(guild_id) if guild_id else 'globally'}: "
+                + ", ".join(c.name for c in synced)
+            )
     finally:
         await app.aclose()
     return 0

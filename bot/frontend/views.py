@@ -30,31 +30,37 @@ def _author(user: discord.abc.User) -> Author:
     return Author(user.id, user.display_name, user.bot)
 
 
-class PromptDecision(discord.ui.DynamicItem[discord.ui.Button[Any]],
-                     template=r"crowdcut:prompt:(?P<action>approve|reject):(?P<job>\d+)"):
+class PromptDecision(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"crowdcut:prompt:(?P<action>approve|reject):(?P<job>\d+)",
+):
     """Approve / Reject on a prompt waiting in the moderators' channel."""
 
     def __init__(self, action: str, job_id: int) -> None:
         approve = action == "approve"
-        super().__init__(discord.ui.Button(
-            label="Approve" if approve else "Reject",
-            style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
-            custom_id=f"crowdcut:prompt:{action}:{job_id}"))
+        super().__init__(
+            discord.ui.Button(
+                label="Approve" if approve else "Reject",
+                style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
+                custom_id=f"crowdcut:prompt:{action}:{job_id}",
+            )
+        )
         self.action = action
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> PromptDecision:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> PromptDecision:
         return cls(match["action"], int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         bot: CrowdcutBot = interaction.client  # type: ignore[assignment]
         try:
             require_moderator(interaction.user, bot.settings)
-            job = await bot.submissions.moderate(self.job_id, _author(interaction.user),
-                                                 approve=self.action == "approve")
+            job = await bot.submissions.moderate(
+                self.job_id, _author(interaction.user), approve=self.action == "approve"
+            )
         except UserFacingError as e:
             await reply_error(interaction, e)
             return
@@ -62,26 +68,34 @@ class PromptDecision(discord.ui.DynamicItem[discord.ui.Button[Any]],
         content = (interaction.message.content if interaction.message else "") or ""
         await interaction.response.edit_message(
             content=f"{content}\n**{verdict} by {interaction.user.display_name}**",
-            view=None, allowed_mentions=NO_MENTIONS)
+            view=None,
+            allowed_mentions=NO_MENTIONS,
+        )
         await bot.publisher.job_changed(job)
 
 
-class CutDecision(discord.ui.DynamicItem[discord.ui.Button[Any]],
-                  template=r"crowdcut:cut:(?P<action>approve|reject):(?P<cut>\d+)"):
+class CutDecision(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"crowdcut:cut:(?P<action>approve|reject):(?P<cut>\d+)",
+):
     """Approve / Reject under a cut preview."""
 
     def __init__(self, action: str, cut_id: int) -> None:
         approve = action == "approve"
-        super().__init__(discord.ui.Button(
-            label="Approve this cut" if approve else "Not yet",
-            style=discord.ButtonStyle.success if approve else discord.ButtonStyle.secondary,
-            custom_id=f"crowdcut:cut:{action}:{cut_id}"))
+        super().__init__(
+            discord.ui.Button(
+                label="Approve this cut" if approve else "Not yet",
+                style=discord.ButtonStyle.success if approve else discord.ButtonStyle.secondary,
+                custom_id=f"crowdcut:cut:{action}:{cut_id}",
+            )
+        )
         self.action = action
         self.cut_id = cut_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]) -> CutDecision:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> CutDecision:
         return cls(match["action"], int(match["cut"]))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
@@ -101,19 +115,29 @@ class CutDecision(discord.ui.DynamicItem[discord.ui.Button[Any]],
             await reply_error(interaction, e)
             return
         if self.action == "reject":
-            await bot.app.store.audit("reject_cut", actor_id=interaction.user.id,
-                                      guild_id=project.guild_id, project_id=project.id,
-                                      target=f"cut:{cut.id}")
+            await bot.app.store.audit(
+                "reject_cut",
+                actor_id=interaction.user.id,
+                guild_id=project.guild_id,
+                project_id=project.id,
+                target=f"cut:{cut.id}",
+            )
             await interaction.response.edit_message(
                 content=f"{interaction.message.content if interaction.message else ''}\n"
-                        f"**Not approved — {interaction.user.display_name} wants changes.**",
-                view=None, allowed_mentions=NO_MENTIONS)
+                f"**Not approved — {interaction.user.display_name} wants changes.**",
+                view=None,
+                allowed_mentions=NO_MENTIONS,
+            )
             return
         await interaction.response.defer()
         cog = bot.get_cog("Cuts")
         try:
-            await cog.publish(interaction.channel, project, cut,  # type: ignore[union-attr]
-                              interaction.user)
+            await cog.publish(
+                interaction.channel,
+                project,
+                cut,  # type: ignore[union-attr]
+                interaction.user,
+            )
         except UserFacingError as e:
             await reply_error(interaction, e)
             return
@@ -136,8 +160,11 @@ async def send_for_approval(bot: CrowdcutBot, job: Job, author: discord.abc.User
     """Post a waiting prompt in the moderators' channel with Approve / Reject."""
     channel = _moderation_channel(bot, job)
     if channel is None:
-        log.warning("PREMODERATION is on but channel %r was not found; job %s waits",
-                    bot.settings.moderation_channel, job.id)
+        log.warning(
+            "PREMODERATION is on but channel %r was not found; job %s waits",
+            bot.settings.moderation_channel,
+            job.id,
+        )
         return
     view = discord.ui.View(timeout=None)
     view.add_item(PromptDecision("approve", job.id))
@@ -147,8 +174,11 @@ async def send_for_approval(bot: CrowdcutBot, job: Job, author: discord.abc.User
         files.append(discord.File(bot.app.media.path(job.image_key), filename="reference.png"))
     msg = await channel.send(
         f"🛡️ Prompt **#{job.id}** from {discord.utils.escape_markdown(author.display_name)} "
-        f"waits for approval:\n{quote(job.prompt, 1500)}", view=view, files=files,
-        allowed_mentions=NO_MENTIONS)
+        f"waits for approval:\n{quote(job.prompt, 1500)}",
+        view=view,
+        files=files,
+        allowed_mentions=NO_MENTIONS,
+    )
     await bot.app.store.set_moderation(job.id, "pending", message_id=msg.id)
 
 

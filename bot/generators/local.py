@@ -926,9 +926,11 @@ def from_settings(settings: Mapping[str, Any] | object) -> LocalGenerator:
     )
     if not work_dir:
         work_dir = Path(get_setting(settings, "data_dir", "data")) / "local-generator"
-    concurrency = (get_setting(settings, "local_concurrency")
-                   or get_setting(settings, "backend_concurrency")
-                   or max(1, (os.cpu_count() or 2) // 2))
+    concurrency = (
+        get_setting(settings, "local_concurrency")
+        or get_setting(settings, "backend_concurrency")
+        or max(1, (os.cpu_count() or 2) // 2)
+    )
     return LocalGenerator(
         Path(work_dir),
         ffmpeg=resolve_ffmpeg(get_setting(settings, "ffmpeg_binary") or None),

@@ -51,30 +51,44 @@ class CutService:
                 pins[o.clip_id] = o.slot
             elif o.action == "exclude":
                 excluded.add(o.clip_id)
-        candidates = [Candidate(c.id, c.slot, *tallies.get(c.id, (0, 0)))
-                      for c in clips.values()]
+        candidates = [Candidate(c.id, c.slot, *tallies.get(c.id, (0, 0))) for c in clips.values()]
         choices = select_cut(len(project.slot_plan), candidates, pins=pins, excluded=excluded)
         names = await self.store.member_names(c.member_id for c in clips.values())
-        return [await self._cut_slot(project, ch, clips[ch.clip_id], tallies, names)
-                for ch in choices]
+        return [
+            await self._cut_slot(project, ch, clips[ch.clip_id], tallies, names) for ch in choices
+        ]
 
-    async def _cut_slot(self, project: Project, ch: Choice, clip: Clip,
-                        tallies: dict[int, tuple[int, int]], names: dict[int, str]) -> CutSlot:
+    async def _cut_slot(
+        self,
+        project: Project,
+        ch: Choice,
+        clip: Clip,
+        tallies: dict[int, tuple[int, int]],
+        names: dict[int, str],
+    ) -> CutSlot:
         slot = project.slot_plan[ch.slot]
         job = await self.store.get_job(clip.job_id)
         up, down = tallies.get(clip.id, (0, 0))
         return CutSlot(
-            index=slot.index, start=slot.start, duration=slot.duration,
-            clip_path=self.app.media.path(clip.media_key), clip_id=clip.id,
+            index=slot.index,
+            start=slot.start,
+            duration=slot.duration,
+            clip_path=self.app.media.path(clip.media_key),
+            clip_id=clip.id,
             author="anonymous" if clip.anonymous else names.get(clip.member_id, "anonymous"),
-            prompt=job.prompt if job else "", backend=(job.backend or "") if job else "",
-            votes={"up": up, "down": down, "score": up - down}, reused=ch.reason == "reused")
+            prompt=job.prompt if job else "",
+            backend=(job.backend or "") if job else "",
+            votes={"up": up, "down": down, "score": up - down},
+            reused=ch.reason == "reused",
+        )
 
     async def leaderboard(self, project: Project) -> tuple[list[Tally], dict[int, list[Tally]]]:
         """Overall ranking and the ranking within each named slot."""
         clips = {c.id: c for c in await self.store.project_clips(project.id)}
-        tallies = [Tally(cid, up, down) for cid, (up, down) in
-                   (await self.store.vote_tallies(project.id)).items()]
+        tallies = [
+            Tally(cid, up, down)
+            for cid, (up, down) in (await self.store.vote_tallies(project.id)).items()
+        ]
         per_slot: dict[int, list[Tally]] = {}
         for t in tallies:
             s = clips[t.clip_id].slot
@@ -86,24 +100,41 @@ class CutService:
     async def pin(self, project: Project, clip_id: int, slot: int, *, by: int) -> None:
         clip = await self._clip_of(project, clip_id)
         if not 0 <= slot < len(project.slot_plan):
-            raise InvalidState(f"Slot {slot + 1} does not exist; this project has slots 1 to "
-                               f"{len(project.slot_plan)}.")
+            raise InvalidState(
+                f"Slot {slot + 1} does not exist; this project has slots 1 to "
+                f"{len(project.slot_plan)}."
+            )
         await self.store.set_override(project.id, clip.id, "pin", by=by, slot=slot)
-        await self.store.audit("pin_clip", actor_id=by, guild_id=project.guild_id,
-                               project_id=project.id, target=f"clip:{clip_id}",
-                               details={"slot": slot})
+        await self.store.audit(
+            "pin_clip",
+            actor_id=by,
+            guild_id=project.guild_id,
+            project_id=project.id,
+            target=f"clip:{clip_id}",
+            details={"slot": slot},
+        )
 
     async def exclude(self, project: Project, clip_id: int, *, by: int) -> None:
         clip = await self._clip_of(project, clip_id)
         await self.store.set_override(project.id, clip.id, "exclude", by=by)
-        await self.store.audit("exclude_clip", actor_id=by, guild_id=project.guild_id,
-                               project_id=project.id, target=f"clip:{clip_id}")
+        await self.store.audit(
+            "exclude_clip",
+            actor_id=by,
+            guild_id=project.guild_id,
+            project_id=project.id,
+            target=f"clip:{clip_id}",
+        )
 
     async def clear_override(self, project: Project, clip_id: int, *, by: int) -> None:
         await self._clip_of(project, clip_id)
         await self.store.clear_override(project.id, clip_id)
-        await self.store.audit("clear_override", actor_id=by, guild_id=project.guild_id,
-                               project_id=project.id, target=f"clip:{clip_id}")
+        await self.store.audit(
+            "clear_override",
+            actor_id=by,
+            guild_id=project.guild_id,
+            project_id=project.id,
+            target=f"clip:{clip_id}",
+        )
 
     async def _clip_of(self, project: Project, clip_id: int) -> Clip:
         clip = await self.store.get_clip(clip_id)
@@ -112,8 +143,9 @@ class CutService:
         return clip
 
     # ------------------------------------------------------------------ rendering
-    async def render(self, project: Project, *, by: int | None,
-                     progress: Progress | None = None) -> Rendered:
+    async def render(
+        self, project: Project, *, by: int | None, progress: Progress | None = None
+    ) -> Rendered:
         """Render the current winners: master, preview, manifest. Recorded as a preview cut."""
         if project.state not in (OPEN, CLOSED, APPROVED):
             raise InvalidState(f"The project is {project.state}; nothing to cut yet.")
@@ -124,18 +156,30 @@ class CutService:
         out_dir.mkdir(parents=True, exist_ok=True)
         song = self.app.media.path(project.song_key) if project.song_key else None
         s = self.settings
-        result = await assemble(slots, song, out_dir, title=project.title,
-                                width=s.video_width, height=s.video_height, fps=s.video_fps,
-                                preview_limit_bytes=s.preview_max_bytes,
-                                ffmpeg_binary=self.app.ffmpeg, progress=progress)
+        result = await assemble(
+            slots,
+            song,
+            out_dir,
+            title=project.title,
+            width=s.video_width,
+            height=s.video_height,
+            fps=s.video_fps,
+            preview_limit_bytes=s.preview_max_bytes,
+            ffmpeg_binary=self.app.ffmpeg,
+            progress=progress,
+        )
         media = self.app.media
         master_key = await asyncio.to_thread(media.put_file, result.master, "mp4")
         preview_key = await asyncio.to_thread(media.put_file, result.preview, "mp4")
         manifest_key = await asyncio.to_thread(media.put_file, result.manifest, "json")
         cut = await self.store.save_cut(
-            project_id=project.id, slots=[_slot_record(s) for s in slots],
-            master_key=master_key, preview_key=preview_key, manifest_key=manifest_key,
-            created_by=by)
+            project_id=project.id,
+            slots=[_slot_record(s) for s in slots],
+            master_key=master_key,
+            preview_key=preview_key,
+            manifest_key=manifest_key,
+            created_by=by,
+        )
         return Rendered(cut, result)
 
     async def storyboard(self, project: Project, dest: Path) -> Path:
@@ -144,8 +188,9 @@ class CutService:
             raise InvalidState("There are no clips to show yet.")
         return await storyboard(slots, dest)
 
-    async def approve(self, project: Project, cut: Cut, *, by: int,
-                      message_id: int | None = None) -> Cut:
+    async def approve(
+        self, project: Project, cut: Cut, *, by: int, message_id: int | None = None
+    ) -> Cut:
         if project.state == APPROVED:
             raise InvalidState("This project's cut is already approved.")
         if cut.project_id != project.id:
@@ -153,13 +198,26 @@ class CutService:
         if project.state == OPEN:
             project = await self.store.set_project_state(project.id, CLOSED, by=by)
         approved = await self.store.approve_cut(cut.id, by=by, message_id=message_id)
-        await self.store.audit("approve_cut", actor_id=by, guild_id=project.guild_id,
-                               project_id=project.id, target=f"cut:{cut.id}",
-                               details={"clips": [s.get("clip_id") for s in cut.slots]})
+        await self.store.audit(
+            "approve_cut",
+            actor_id=by,
+            guild_id=project.guild_id,
+            project_id=project.id,
+            target=f"cut:{cut.id}",
+            details={"clips": [s.get("clip_id") for s in cut.slots]},
+        )
         return approved
 
 
 def _slot_record(s: CutSlot) -> dict[str, object]:
-    return {"index": s.index, "start": s.start, "duration": s.duration, "clip_id": s.clip_id,
-            "author": s.author, "prompt": s.prompt, "backend": s.backend, "votes": s.votes,
-            "reused": s.reused}
+    return {
+        "index": s.index,
+        "start": s.start,
+        "duration": s.duration,
+        "clip_id": s.clip_id,
+        "author": s.author,
+        "prompt": s.prompt,
+        "backend": s.backend,
+        "votes": s.votes,
+        "reused": s.reused,
+    }

@@ -31,9 +31,18 @@ class ProjectService:
         self.store = app.store
         self.settings = app.settings
 
-    async def create(self, *, guild_id: int, channel_id: int, title: str, by: int,
-                     song: bytes | None = None, song_name: str | None = None,
-                     slots: int | None = None, open_now: bool = True) -> Project:
+    async def create(
+        self,
+        *,
+        guild_id: int,
+        channel_id: int,
+        title: str,
+        by: int,
+        song: bytes | None = None,
+        song_name: str | None = None,
+        slots: int | None = None,
+        open_now: bool = True,
+    ) -> Project:
         title = " ".join((title or "").split())
         if not title:
             raise InvalidState("A project needs a title.")
@@ -41,23 +50,38 @@ class ProjectService:
             raise InvalidState("A project title can be at most 100 characters.")
         current = await self.store.current_project(guild_id, channel_id)
         if current is not None and current.state in (rules.DRAFT, rules.OPEN, rules.CLOSED):
-            raise InvalidState(f"This channel already has the project “{current.title}” "
-                               f"({current.state}). Approve its cut before starting another.")
+            raise InvalidState(
+                f"This channel already has the project “{current.title}” "
+                f"({current.state}). Approve its cut before starting another."
+            )
         song_key = song_seconds = None
         if song is not None:
             song_key, song_seconds = await self._store_song(song)
             plan = even_slot_plan(song_seconds, self.settings.clip_seconds)
         else:
             n = slots or DEFAULT_SLOTS_WITHOUT_SONG
-            plan = [Slot(i, i * self.settings.clip_seconds, self.settings.clip_seconds)
-                    for i in range(n)]
+            plan = [
+                Slot(i, i * self.settings.clip_seconds, self.settings.clip_seconds)
+                for i in range(n)
+            ]
         project = await self.store.create_project(
-            guild_id=guild_id, channel_id=channel_id, title=title, created_by=by,
-            slot_plan=plan, song_key=song_key, song_name=_safe_name(song_name),
-            song_seconds=song_seconds)
-        await self.store.audit("create_project", actor_id=by, guild_id=guild_id,
-                               project_id=project.id, target=f"project:{project.id}",
-                               details={"title": title, "slots": len(plan)})
+            guild_id=guild_id,
+            channel_id=channel_id,
+            title=title,
+            created_by=by,
+            slot_plan=plan,
+            song_key=song_key,
+            song_name=_safe_name(song_name),
+            song_seconds=song_seconds,
+        )
+        await self.store.audit(
+            "create_project",
+            actor_id=by,
+            guild_id=guild_id,
+            project_id=project.id,
+            target=f"project:{project.id}",
+            details={"title": title, "slots": len(plan)},
+        )
         if open_now:
             project = await self.open(project.id, by=by)
         return project
@@ -71,17 +95,25 @@ class ProjectService:
             try:
                 info = await probe_async(tmp)
             except InvalidClip:
-                raise InvalidSong("That attachment is not an audio file crowdcut can read. "
-                                  "Send an MP3, M4A, WAV or OGG song.") from None
+                raise InvalidSong(
+                    "That attachment is not an audio file crowdcut can read. "
+                    "Send an MP3, M4A, WAV or OGG song."
+                ) from None
             if not info.has_audio:
                 raise InvalidSong("That file has no audio track.")
             if not info.duration or info.duration < 1:
                 raise InvalidSong("That song is shorter than a second.")
             if info.duration > MAX_SONG_SECONDS:
-                raise InvalidSong(f"That song lasts {info.duration / 60:.0f} minutes; "
-                                  f"the limit is {MAX_SONG_SECONDS // 60}.")
-            key = await asyncio.to_thread(self.app.media.put_file, tmp, "m4a" if
-                                          info.audio_codec == "aac" else "bin", move=True)
+                raise InvalidSong(
+                    f"That song lasts {info.duration / 60:.0f} minutes; "
+                    f"the limit is {MAX_SONG_SECONDS // 60}."
+                )
+            key = await asyncio.to_thread(
+                self.app.media.put_file,
+                tmp,
+                "m4a" if info.audio_codec == "aac" else "bin",
+                move=True,
+            )
             return key, float(info.duration)
         finally:
             tmp.unlink(missing_ok=True)
@@ -102,17 +134,27 @@ class ProjectService:
         if hours:
             ends = time.time() + hours * 3600
         p = await self.store.set_project_state(project_id, rules.OPEN, by=by, voting_ends_at=ends)
-        await self.store.audit("open_project", actor_id=by, guild_id=p.guild_id,
-                               project_id=p.id, target=f"project:{p.id}",
-                               details={"voting_ends_at": ends})
+        await self.store.audit(
+            "open_project",
+            actor_id=by,
+            guild_id=p.guild_id,
+            project_id=p.id,
+            target=f"project:{p.id}",
+            details={"voting_ends_at": ends},
+        )
         return p
 
     async def close(self, project_id: int, *, by: int | None) -> Project:
         p = await self.get(project_id)
         rules.check_transition(p.state, rules.CLOSED)
         p = await self.store.set_project_state(project_id, rules.CLOSED, by=by)
-        await self.store.audit("close_project", actor_id=by, guild_id=p.guild_id,
-                               project_id=p.id, target=f"project:{p.id}")
+        await self.store.audit(
+            "close_project",
+            actor_id=by,
+            guild_id=p.guild_id,
+            project_id=p.id,
+            target=f"project:{p.id}",
+        )
         return p
 
 

@@ -27,7 +27,7 @@ ASPECTS = ("16:9", "9:16", "1:1")
 @dataclass(frozen=True)
 class Submission:
     job: Job
-    position: Position | None   # None while it waits for a moderator
+    position: Position | None  # None while it waits for a moderator
 
 
 @dataclass(frozen=True)
@@ -46,36 +46,56 @@ class SubmissionService:
         self.worker = worker
         self.settings = app.settings
 
-    async def submit(self, project: Project | None, author: Author, prompt: str | None, *,
-                     image: bytes | None = None, slot: int | None = None,
-                     duration: float | None = None, aspect: str | None = None,
-                     channel_id: int | None = None, extends_clip_id: int | None = None,
-                     seed: int | None = None) -> Submission:
+    async def submit(
+        self,
+        project: Project | None,
+        author: Author,
+        prompt: str | None,
+        *,
+        image: bytes | None = None,
+        slot: int | None = None,
+        duration: float | None = None,
+        aspect: str | None = None,
+        channel_id: int | None = None,
+        extends_clip_id: int | None = None,
+        seed: int | None = None,
+    ) -> Submission:
         """Validate everything, then queue. Raises a ``UserFacingError`` saying what is wrong;
         nothing is stored unless everything passed."""
         s = self.settings
         if project is None:
             raise NotFound("There is no open project here. A moderator can start one.")
         if not project_rules.accepts_prompts(project.state):
-            raise InvalidState(f"The project “{project.title}” is {project.state}; "
-                               "it is not taking prompts right now.")
-        text = validate_prompt(prompt, max_chars=s.prompt_max_chars,
-                               blocked_words=s.blocked_word_list)
+            raise InvalidState(
+                f"The project “{project.title}” is {project.state}; "
+                "it is not taking prompts right now."
+            )
+        text = validate_prompt(
+            prompt, max_chars=s.prompt_max_chars, blocked_words=s.blocked_word_list
+        )
         if author.is_bot:
             raise PermissionDenied("Bots cannot submit prompts.")
         if slot is not None and not 0 <= slot < max(1, len(project.slot_plan)):
-            raise InvalidPrompt(f"Slot {slot + 1} does not exist; this project has slots "
-                                f"1 to {len(project.slot_plan)}.")
+            raise InvalidPrompt(
+                f"Slot {slot + 1} does not exist; this project has slots "
+                f"1 to {len(project.slot_plan)}."
+            )
         if duration is None:
-            duration = project.slot_plan[slot].duration if slot is not None and \
-                project.slot_plan else s.clip_seconds
+            duration = (
+                project.slot_plan[slot].duration
+                if slot is not None and project.slot_plan
+                else s.clip_seconds
+            )
         if not 1.0 <= duration <= s.max_clip_seconds:
-            raise InvalidPrompt(f"A clip can last from 1 to {s.max_clip_seconds:g} seconds; "
-                                f"you asked for {duration:g}.")
+            raise InvalidPrompt(
+                f"A clip can last from 1 to {s.max_clip_seconds:g} seconds; "
+                f"you asked for {duration:g}."
+            )
         aspect = aspect or "16:9"
         if aspect not in ASPECTS:
-            raise InvalidPrompt(f"Aspect {aspect!r} is not offered; choose one of "
-                                f"{', '.join(ASPECTS)}.")
+            raise InvalidPrompt(
+                f"Aspect {aspect!r} is not offered; choose one of {', '.join(ASPECTS)}."
+            )
         # cheap check first, so a member over quota is told before an image upload is decoded
         active = await self.store.count_active_jobs(author.id)
         if active >= s.max_jobs_per_member:
@@ -83,19 +103,26 @@ class SubmissionService:
         image_key = None
         if image is not None:
             checked = await check_reference_image_async(
-                image, max_bytes=s.image_max_bytes, max_pixels=s.image_max_pixels)
-            image_key = await asyncio.to_thread(self.app.media.put_bytes, checked.png_bytes,
-                                                "png")
+                image, max_bytes=s.image_max_bytes, max_pixels=s.image_max_pixels
+            )
+            image_key = await asyncio.to_thread(self.app.media.put_bytes, checked.png_bytes, "png")
         await self.store.upsert_member(author.id, author.name, is_bot=author.is_bot)
         moderation = "pending" if s.premoderation else "none"
         try:
             job = await self.store.add_job(
-                project_id=project.id, member_id=author.id, prompt=text,
+                project_id=project.id,
+                member_id=author.id,
+                prompt=text,
                 channel_id=channel_id if channel_id is not None else project.channel_id,
-                duration=float(duration), aspect=aspect,
+                duration=float(duration),
+                aspect=aspect,
                 seed=seed if seed is not None else secrets.randbelow(2**31),
-                image_key=image_key, slot=slot, extends_clip_id=extends_clip_id,
-                moderation=moderation, max_active=s.max_jobs_per_member)
+                image_key=image_key,
+                slot=slot,
+                extends_clip_id=extends_clip_id,
+                moderation=moderation,
+                max_active=s.max_jobs_per_member,
+            )
         except QuotaFull as full:
             raise QuotaExceeded(_quota_text(full.active, s.max_jobs_per_member)) from None
         log.info("job %s queued for member %s (project %s)", job.id, author.id, project.id)
@@ -104,8 +131,14 @@ class SubmissionService:
         self.worker.wake()
         return Submission(job, await self.worker.position(job.id))
 
-    async def extend(self, project: Project | None, author: Author, clip_id: int,
-                     prompt: str | None, **kwargs: object) -> Submission:
+    async def extend(
+        self,
+        project: Project | None,
+        author: Author,
+        clip_id: int,
+        prompt: str | None,
+        **kwargs: object,
+    ) -> Submission:
         """A new prompt that continues from the last frame of an existing clip."""
         clip = await self.store.get_clip(clip_id)
         if clip is None:
@@ -119,11 +152,15 @@ class SubmissionService:
             frame = await asyncio.to_thread(dest.read_bytes)
         finally:
             dest.unlink(missing_ok=True)
-        kwargs.setdefault("slot", None if clip.slot is None else
-                          min(clip.slot + 1, max(0, len(project.slot_plan if project else
-                                                         []) - 1)))
-        return await self.submit(project, author, prompt, image=frame,
-                                 extends_clip_id=clip_id, **kwargs)  # type: ignore[arg-type]
+        kwargs.setdefault(
+            "slot",
+            None
+            if clip.slot is None
+            else min(clip.slot + 1, max(0, len(project.slot_plan if project else []) - 1)),
+        )
+        return await self.submit(
+            project, author, prompt, image=frame, extends_clip_id=clip_id, **kwargs
+        )  # type: ignore[arg-type]
 
     async def cancel(self, job_id: int, by: Author, *, is_moderator: bool) -> Job:
         job = await self.store.get_job(job_id)
@@ -133,20 +170,25 @@ class SubmissionService:
             raise PermissionDenied("Only the job's author or a moderator can cancel it.")
         before = await self.store.cancel_job(job_id)
         if before is None:
-            raise InvalidState(f"Job #{job_id} is already {job.state}; there is nothing "
-                               "to cancel.")
+            raise InvalidState(f"Job #{job_id} is already {job.state}; there is nothing to cancel.")
         await self.worker.cancel(before)
         if job.member_id != by.id:
             project = await self.store.get_project(job.project_id)
-            await self.store.audit("cancel_job", actor_id=by.id, project_id=job.project_id,
-                                   guild_id=project.guild_id if project else None,
-                                   target=f"job:{job_id}")
+            await self.store.audit(
+                "cancel_job",
+                actor_id=by.id,
+                project_id=job.project_id,
+                guild_id=project.guild_id if project else None,
+                target=f"job:{job_id}",
+            )
         return await self.store.get_job(job_id)  # type: ignore[return-value]
 
     async def my_jobs(self, member_id: int) -> list[tuple[Job, Position | None]]:
         jobs = await self.store.member_jobs(member_id, active_only=True)
-        return [(j, await self.worker.position(j.id) if j.state in ACTIVE_JOB_STATES else None)
-                for j in jobs]
+        return [
+            (j, await self.worker.position(j.id) if j.state in ACTIVE_JOB_STATES else None)
+            for j in jobs
+        ]
 
     async def moderate(self, job_id: int, by: Author, *, approve: bool) -> Job:
         job = await self.store.set_moderation(job_id, "approved" if approve else "rejected")
@@ -156,15 +198,20 @@ class SubmissionService:
                 raise NotFound(f"There is no job #{job_id}.")
             raise InvalidState(f"Job #{job_id} was already {current.moderation}.")
         project = await self.store.get_project(job.project_id)
-        await self.store.audit("approve_prompt" if approve else "reject_prompt",
-                               actor_id=by.id, project_id=job.project_id,
-                               guild_id=project.guild_id if project else None,
-                               target=f"job:{job_id}")
+        await self.store.audit(
+            "approve_prompt" if approve else "reject_prompt",
+            actor_id=by.id,
+            project_id=job.project_id,
+            guild_id=project.guild_id if project else None,
+            target=f"job:{job_id}",
+        )
         if approve:
             self.worker.wake()
         return job
 
 
 def _quota_text(active: int, limit: int) -> str:
-    return (f"You already have {active} job{'s' if active != 1 else ''} waiting or generating "
-            f"(the limit is {limit}). Wait for one to finish, or cancel one.")
+    return (
+        f"You already have {active} job{'s' if active != 1 else ''} waiting or generating "
+        f"(the limit is {limit}). Wait for one to finish, or cancel one."
+    )

@@ -48,8 +48,9 @@ class VotingService:
                 self._clips_by_message[message_id] = clip
         return clip
 
-    async def on_reaction(self, *, message_id: int, user_id: int, emoji: str, added: bool,
-                          user_is_bot: bool) -> ReactionOutcome:
+    async def on_reaction(
+        self, *, message_id: int, user_id: int, emoji: str, added: bool, user_is_bot: bool
+    ) -> ReactionOutcome:
         """Apply one reaction add/remove. Non-vote emojis, non-clip messages, bots, self
         votes and anything after the project closed are ignored (``counted`` False)."""
         event = ReactionEvent(message_id, user_id, emoji, added, user_is_bot, time.time())
@@ -74,16 +75,21 @@ class VotingService:
             if clip.project_id not in states:
                 project = await self.store.get_project(clip.project_id)
                 states[clip.project_id] = project.state if project else None
-            if self.rules.counts(emoji=ev.emoji, voter_id=ev.user_id,
-                                 voter_is_bot=ev.user_is_bot, clip_author_id=clip.member_id,
-                                 project_open=states[clip.project_id] == OPEN):
+            if self.rules.counts(
+                emoji=ev.emoji,
+                voter_id=ev.user_id,
+                voter_is_bot=ev.user_is_bot,
+                clip_author_id=clip.member_id,
+                project_open=states[clip.project_id] == OPEN,
+            ):
                 rows.append((clip.id, ev.user_id, ev.emoji, ev.added, ev.at))
         if rows:
             await self.store.apply_reactions(rows, values=self.rules.values)
         return len(rows)
 
-    async def reconcile(self, clip: Clip, present: dict[str, set[int]], *,
-                        bot_ids: set[int]) -> dict[str, int]:
+    async def reconcile(
+        self, clip: Clip, present: dict[str, set[int]], *, bot_ids: set[int]
+    ) -> dict[str, int]:
         """Make stored votes equal the reactions Discord reports now (``present``: emoji →
         user ids). Only for open projects: after close, the counts are frozen."""
         project = await self.store.get_project(clip.project_id)
@@ -96,9 +102,18 @@ class VotingService:
         for emoji, users in present.items():
             if not self.rules.is_vote_emoji(emoji):
                 continue
-            counted[emoji] = {u for u in users if u not in forgotten and self.rules.counts(
-                emoji=emoji, voter_id=u, voter_is_bot=u in bot_ids,
-                clip_author_id=clip.member_id, project_open=True)}
+            counted[emoji] = {
+                u
+                for u in users
+                if u not in forgotten
+                and self.rules.counts(
+                    emoji=emoji,
+                    voter_id=u,
+                    voter_is_bot=u in bot_ids,
+                    clip_author_id=clip.member_id,
+                    project_open=True,
+                )
+            }
         return await self.store.replace_reactions(clip.id, counted, values=self.rules.values)
 
     async def tallies(self, project_id: int) -> list[Tally]:

@@ -55,8 +55,13 @@ class NoEvents:
 class GenerationWorker:
     """Runs the queue. ``start()`` recovers and begins; ``stop()`` leaves jobs resumable."""
 
-    def __init__(self, app: object, *, events: WorkerEvents | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        app: object,
+        *,
+        events: WorkerEvents | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         from bot.app import App
 
         assert isinstance(app, App)
@@ -74,8 +79,14 @@ class GenerationWorker:
     # ------------------------------------------------------------------ limits
     @property
     def concurrency(self) -> int:
-        return max(1, min(self.settings.generator_concurrency, self.settings.backend_concurrency,
-                          getattr(self.generator, "max_concurrency", 1) or 1))
+        return max(
+            1,
+            min(
+                self.settings.generator_concurrency,
+                self.settings.backend_concurrency,
+                getattr(self.generator, "max_concurrency", 1) or 1,
+            ),
+        )
 
     @property
     def in_flight(self) -> int:
@@ -110,26 +121,31 @@ class GenerationWorker:
             if job.id in self._tasks:
                 continue
             if job.provider_job_id:
-                log.info("resuming job %s (provider id %s) after a restart", job.id,
-                         job.provider_job_id)
+                log.info(
+                    "resuming job %s (provider id %s) after a restart", job.id, job.provider_job_id
+                )
                 self._spawn(job)
                 resumed += 1
             else:
                 # claimed, but the provider never acknowledged it: submit it again
-                await self.store.requeue_job(job.id, next_attempt_at=self.clock(),
-                                             error="interrupted before the generator "
-                                             "accepted it", error_kind="interrupted")
+                await self.store.requeue_job(
+                    job.id,
+                    next_attempt_at=self.clock(),
+                    error="interrupted before the generator accepted it",
+                    error_kind="interrupted",
+                )
         return resumed
 
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until nothing is queued or in flight (used by the demo and tests)."""
+
         async def _poll() -> None:
             while True:
                 counts = await self.store.job_counts()
-                if not self._tasks and not any(counts.get(s) for s in (QUEUED, SUBMITTED,
-                                                                         RUNNING)):
+                if not self._tasks and not any(counts.get(s) for s in (QUEUED, SUBMITTED, RUNNING)):
                     return
                 await asyncio.sleep(0.1)
+
         await asyncio.wait_for(_poll(), timeout)
 
     # ------------------------------------------------------------------ queue info
@@ -145,9 +161,14 @@ class GenerationWorker:
         if job.state in (SUBMITTED, RUNNING):
             left = run_seconds * (1 - (job.progress or 0))
             return Position(position=0, ahead=0, eta_seconds=max(1.0, left))
-        return queue_position(job_id, waiting, running=self.in_flight,
-                              concurrency=self.concurrency, run_seconds=run_seconds,
-                              last_served=last)
+        return queue_position(
+            job_id,
+            waiting,
+            running=self.in_flight,
+            concurrency=self.concurrency,
+            run_seconds=run_seconds,
+            last_served=last,
+        )
 
     def _default_run_seconds(self) -> float:
         return float(getattr(self.generator, "clip_seconds", self.settings.clip_seconds)) * 2
@@ -180,11 +201,16 @@ class GenerationWorker:
             if m is not None:
                 running_by_member[m] = running_by_member.get(m, 0) + 1
         started = []
-        for job in next_jobs(waiting, now=self.clock(), slots_free=free, last_served=last,
-                             running_by_member=running_by_member):
+        for job in next_jobs(
+            waiting,
+            now=self.clock(),
+            slots_free=free,
+            last_served=last,
+            running_by_member=running_by_member,
+        ):
             claimed = await self.store.claim_job(job.id, self.generator.name)
             if claimed is None:
-                continue   # canceled in the meantime
+                continue  # canceled in the meantime
             self._spawn(claimed)
             started.append(claimed.id)
             await self._notify(claimed)
@@ -222,13 +248,18 @@ class GenerationWorker:
         except GeneratorError as e:
             await self._failed(job, e)
         except (InvalidClip, MediaError) as e:
-            await self._failed(job, GeneratorError(
-                GeneratorErrorKind.UNKNOWN,
-                f"the generator returned a file that is not a usable video ({e})"))
+            await self._failed(
+                job,
+                GeneratorError(
+                    GeneratorErrorKind.UNKNOWN,
+                    f"the generator returned a file that is not a usable video ({e})",
+                ),
+            )
         except Exception as e:
             log.exception("job %s failed unexpectedly", job.id)
-            await self._failed(job, GeneratorError(GeneratorErrorKind.UNKNOWN,
-                                                   f"unexpected error: {e}"))
+            await self._failed(
+                job, GeneratorError(GeneratorErrorKind.UNKNOWN, f"unexpected error: {e}")
+            )
 
     async def _drive_inner(self, job: Job) -> None:
         pid = job.provider_job_id
@@ -245,8 +276,9 @@ class GenerationWorker:
             status = await self.generator.poll(pid)
             if status.state in (JobState.QUEUED, JobState.RUNNING):
                 p = status.progress if status.progress is not None else None
-                if status.state == JobState.RUNNING and (p is None or p - last_progress >= 0.05
-                                                         or current.state != RUNNING):
+                if status.state == JobState.RUNNING and (
+                    p is None or p - last_progress >= 0.05 or current.state != RUNNING
+                ):
                     await self.store.mark_running(job.id, p)
                     last_progress = p if p is not None else last_progress
                     await self._notify(await self.store.get_job(job.id))
@@ -254,8 +286,9 @@ class GenerationWorker:
                 await self._finish(job, pid)
                 return
             elif status.state == JobState.FAILED:
-                raise status.error or GeneratorError(GeneratorErrorKind.UNKNOWN,
-                                                     "the generator reported a failure")
+                raise status.error or GeneratorError(
+                    GeneratorErrorKind.UNKNOWN, "the generator reported a failure"
+                )
             elif status.state == JobState.CANCELED:
                 await self.store.cancel_job(job.id)
                 await self._notify(await self.store.get_job(job.id))
@@ -266,10 +299,14 @@ class GenerationWorker:
         image = None
         if job.image_key:
             image = await asyncio.to_thread(self.app.media.read_bytes, job.image_key)
-        return GenerationRequest(prompt=job.prompt, duration=job.duration or
-                                 self.settings.clip_seconds, aspect=job.aspect or "16:9",
-                                 seed=job.seed or 0, image=image,
-                                 idempotency_key=f"crowdcut-job-{job.id}-{job.attempts}")
+        return GenerationRequest(
+            prompt=job.prompt,
+            duration=job.duration or self.settings.clip_seconds,
+            aspect=job.aspect or "16:9",
+            seed=job.seed or 0,
+            image=image,
+            idempotency_key=f"crowdcut-job-{job.id}-{job.attempts}",
+        )
 
     async def _finish(self, job: Job, pid: str) -> None:
         tmp = Path(self.app.tmp_dir) / f"job-{job.id}-{pid.replace('/', '_')}.mp4"
@@ -280,12 +317,18 @@ class GenerationWorker:
         finally:
             tmp.unlink(missing_ok=True)
         clip = await self.store.complete_job(
-            job.id, media_key=key, duration=info.duration, width=info.width or 0,
-            height=info.height or 0, fps=float(info.frame_rate or 0),
-            has_audio=info.has_audio, size_bytes=info.size_bytes)
+            job.id,
+            media_key=key,
+            duration=info.duration,
+            width=info.width or 0,
+            height=info.height or 0,
+            fps=float(info.frame_rate or 0),
+            has_audio=info.has_audio,
+            size_bytes=info.size_bytes,
+        )
         done = await self.store.get_job(job.id)
         if clip is None or done is None:
-            return   # canceled while downloading
+            return  # canceled while downloading
         log.info("job %s done: clip %s", job.id, clip.id)
         await self._notify(done)
         try:
@@ -298,18 +341,31 @@ class GenerationWorker:
         if current is None or current.state not in (SUBMITTED, RUNNING):
             return
         if error.transient and current.attempts < self.settings.retry_max_attempts:
-            delay = backoff_delay(current.attempts, base=self.settings.retry_base_seconds,
-                                  cap=self.settings.retry_max_seconds,
-                                  retry_after=error.retry_after)
-            log.warning("job %s try %d failed (%s: %s); retrying in %.1fs", job.id,
-                        current.attempts, error.kind.value, error.message, delay)
-            await self.store.requeue_job(job.id, next_attempt_at=self.clock() + delay,
-                                         error=error.message, error_kind=error.kind.value)
+            delay = backoff_delay(
+                current.attempts,
+                base=self.settings.retry_base_seconds,
+                cap=self.settings.retry_max_seconds,
+                retry_after=error.retry_after,
+            )
+            log.warning(
+                "job %s try %d failed (%s: %s); retrying in %.1fs",
+                job.id,
+                current.attempts,
+                error.kind.value,
+                error.message,
+                delay,
+            )
+            await self.store.requeue_job(
+                job.id,
+                next_attempt_at=self.clock() + delay,
+                error=error.message,
+                error_kind=error.kind.value,
+            )
         else:
-            log.warning("job %s failed for good (%s: %s)", job.id, error.kind.value,
-                        error.message)
-            await self.store.fail_job(job.id, error=_failure_text(error, current.attempts),
-                                      error_kind=error.kind.value)
+            log.warning("job %s failed for good (%s: %s)", job.id, error.kind.value, error.message)
+            await self.store.fail_job(
+                job.id, error=_failure_text(error, current.attempts), error_kind=error.kind.value
+            )
         await self._notify(await self.store.get_job(job.id))
 
     async def _notify(self, job: Job | None) -> None:
@@ -329,6 +385,7 @@ def _failure_text(error: GeneratorError, attempts: int) -> str:
     if kind == GeneratorErrorKind.INVALID_INPUT:
         return f"The generator could not use this input: {error.message}"
     if kind == GeneratorErrorKind.AUTH:
-        return ("The generator rejected crowdcut's credentials; the operator has been told "
-                "in the logs.")
+        return (
+            "The generator rejected crowdcut's credentials; the operator has been told in the logs."
+        )
     return f"Generation failed after {attempts} tries: {error.message}"

@@ -29,8 +29,9 @@ class CrowdcutCog(commands.Cog):
     def require_moderator(self, user: discord.abc.User) -> None:
         require_moderator(user, self.settings)
 
-    async def project_here(self, ctx: commands.Context[Any], *, required: bool = True
-                           ) -> Project | None:
+    async def project_here(
+        self, ctx: commands.Context[Any], *, required: bool = True
+    ) -> Project | None:
         if ctx.guild is None:
             if required:
                 raise NotFound("Use this in a server channel.")
@@ -40,21 +41,26 @@ class CrowdcutCog(commands.Cog):
             # the guild's current project, when asked from another channel
             project = await self.bot.projects.current(ctx.guild.id)
         if project is None and required:
-            raise NotFound("There is no project here yet. A moderator can start one with "
-                           "`/project create`.")
+            raise NotFound(
+                "There is no project here yet. A moderator can start one with `/project create`."
+            )
         return project
 
-    async def read_attachment(self, attachment: discord.Attachment, *, limit: int,
-                              what: str) -> bytes:
+    async def read_attachment(
+        self, attachment: discord.Attachment, *, limit: int, what: str
+    ) -> bytes:
         """Download an attachment, refusing it by its stated size before fetching."""
         if attachment.size > limit:
-            raise InvalidImage(f"That {what} is {attachment.size / 1048576:.1f} MB; "
-                               f"the limit is {limit / 1048576:.0f} MB.")
+            raise InvalidImage(
+                f"That {what} is {attachment.size / 1048576:.1f} MB; "
+                f"the limit is {limit / 1048576:.0f} MB."
+            )
         try:
             data = await attachment.read()
         except discord.HTTPException as e:
-            raise InvalidImage(f"Could not download that {what} from Discord "
-                               f"({e.status}); try again.") from None
+            raise InvalidImage(
+                f"Could not download that {what} from Discord ({e.status}); try again."
+            ) from None
         if len(data) > limit:
             raise InvalidImage(f"That {what} is over the {limit / 1048576:.0f} MB limit.")
         return data

@@ -41,9 +41,13 @@ class Cuts(CrowdcutCog):
         project = await self.project_here(ctx)
         assert project is not None
         rendered = await self._render(ctx, project)
-        await self.app.store.audit("preview_cut", actor_id=ctx.author.id,
-                                   guild_id=project.guild_id, project_id=project.id,
-                                   target=f"cut:{rendered.cut.id}")
+        await self.app.store.audit(
+            "preview_cut",
+            actor_id=ctx.author.id,
+            guild_id=project.guild_id,
+            project_id=project.id,
+            target=f"cut:{rendered.cut.id}",
+        )
         from bot.frontend.views import cut_decision_view
 
         board = self.settings.renders_dir / f"project-{project.id}" / "storyboard.png"
@@ -54,7 +58,10 @@ class Cuts(CrowdcutCog):
             f"🎬 Preview of cut #{rendered.cut.id} for "
             f"“{discord.utils.escape_markdown(project.title)}” — {len(rendered.cut.slots)} "
             "slots. Moderators can approve it below.",
-            files=files, view=cut_decision_view(rendered.cut.id), allowed_mentions=NO_MENTIONS)
+            files=files,
+            view=cut_decision_view(rendered.cut.id),
+            allowed_mentions=NO_MENTIONS,
+        )
 
     @cut.command(name="pin")
     @app_commands.describe(clip="The clip number", slot="The slot it must fill (1 = the start)")
@@ -114,8 +121,10 @@ class Cuts(CrowdcutCog):
             while True:
                 await asyncio.sleep(max(1.0, self.settings.status_edit_seconds))
                 try:
-                    await status.edit(content=f"🎞️ Cutting the video — {state['stage']} "
-                                      + progress_bar(float(state["f"])))
+                    await status.edit(
+                        content=f"🎞️ Cutting the video — {state['stage']} "
+                        + progress_bar(float(state["f"]))
+                    )
                 except discord.HTTPException:
                     pass
 
@@ -125,13 +134,16 @@ class Cuts(CrowdcutCog):
             rendered = await self.bot.cuts.render(project, by=ctx.author.id, progress=progress)
         finally:
             tick.cancel()
-        await status.edit(content=f"🎞️ Cut #{rendered.cut.id} rendered in "
-                          f"{time.monotonic() - started:.0f}s ({rendered.result.duration:.0f}s "
-                          "of video).")
+        await status.edit(
+            content=f"🎞️ Cut #{rendered.cut.id} rendered in "
+            f"{time.monotonic() - started:.0f}s ({rendered.result.duration:.0f}s "
+            "of video)."
+        )
         return rendered
 
-    async def _video_file(self, ctx: commands.Context[Any], rendered: Rendered,
-                          name: str) -> discord.File:
+    async def _video_file(
+        self, ctx: commands.Context[Any], rendered: Rendered, name: str
+    ) -> discord.File:
         path = rendered.result.preview
         guild = ctx.guild
         limit = guild.filesize_limit if guild else 10 * 1024 * 1024
@@ -142,8 +154,13 @@ class Cuts(CrowdcutCog):
             path = await fit_to_size(path, smaller, int(limit * 0.9))
         return discord.File(path, filename=f"{name}.mp4")
 
-    async def publish(self, channel: discord.abc.Messageable, project: Project, cut: Cut,
-                      approver: discord.abc.User) -> discord.Message:
+    async def publish(
+        self,
+        channel: discord.abc.Messageable,
+        project: Project,
+        cut: Cut,
+        approver: discord.abc.User,
+    ) -> discord.Message:
         """Post the final video with its credits and manifest, and record the approval."""
         async with self._publishing:
             fresh = await self.app.store.get_project(project.id)
@@ -151,8 +168,13 @@ class Cuts(CrowdcutCog):
                 raise InvalidState("This project's cut is already approved.")
             return await self._publish(channel, fresh, cut, approver)
 
-    async def _publish(self, channel: discord.abc.Messageable, project: Project, cut: Cut,
-                       approver: discord.abc.User) -> discord.Message:
+    async def _publish(
+        self,
+        channel: discord.abc.Messageable,
+        project: Project,
+        cut: Cut,
+        approver: discord.abc.User,
+    ) -> discord.Message:
         media = self.app.media
         video = media.path(cut.preview_key) if cut.preview_key else None
         guild = getattr(channel, "guild", None)
@@ -162,23 +184,29 @@ class Cuts(CrowdcutCog):
             if video.stat().st_size > limit * 0.97:
                 from bot.media.clips import fit_to_size
 
-                video = await fit_to_size(video, video.with_name("final-fit.mp4"),
-                                          int(limit * 0.9))
+                video = await fit_to_size(video, video.with_name("final-fit.mp4"), int(limit * 0.9))
             files.append(discord.File(video, filename=f"crowdcut-{project.id}.mp4"))
         if cut.manifest_key:
-            files.append(discord.File(media.path(cut.manifest_key),
-                                      filename=f"crowdcut-{project.id}-manifest.json"))
+            files.append(
+                discord.File(
+                    media.path(cut.manifest_key), filename=f"crowdcut-{project.id}-manifest.json"
+                )
+            )
         credits = []
         seen = set()
         for s in cut.slots:
             if s.get("reused") or s.get("clip_id") in seen:
                 continue
             seen.add(s.get("clip_id"))
-            credits.append(f"`{s['index'] + 1:>2}` {discord.utils.escape_markdown(s['author'])}"
-                           f" — {discord.utils.escape_markdown(str(s['prompt'])[:60])}")
-        embed = discord.Embed(title=f"🎉 {project.title}",
-                              description="\n".join(credits)[:4000] or "No credits.",
-                              colour=discord.Colour.green())
+            credits.append(
+                f"`{s['index'] + 1:>2}` {discord.utils.escape_markdown(s['author'])}"
+                f" — {discord.utils.escape_markdown(str(s['prompt'])[:60])}"
+            )
+        embed = discord.Embed(
+            title=f"🎉 {project.title}",
+            description="\n".join(credits)[:4000] or "No credits.",
+            colour=discord.Colour.green(),
+        )
         embed.set_footer(text=f"cut #{cut.id} · approved by {approver.display_name}")
         message = await channel.send(embed=embed, files=files, allowed_mentions=NO_MENTIONS)
         await self.bot.cuts.approve(project, cut, by=approver.id, message_id=message.id)

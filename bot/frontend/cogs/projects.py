@@ -44,19 +44,28 @@ class Projects(CrowdcutCog):
                 leaders[c.slot] = (c.id, up - down)
         counts = await self.app.store.job_counts()
         queued = counts.get("queued", 0) + counts.get("submitted", 0) + counts.get("running", 0)
-        embed = project_embed(project, filled=len(candidates), candidates=candidates,
-                              leaders=leaders, queued=queued)
+        embed = project_embed(
+            project, filled=len(candidates), candidates=candidates, leaders=leaders, queued=queued
+        )
         unslotted = sum(1 for c in clips if c.slot is None)
         if unslotted:
             embed.add_field(name="Clips for any slot", value=str(unslotted))
         await ctx.send(embed=embed, allowed_mentions=NO_MENTIONS)
 
     @project.command(name="create")
-    @app_commands.describe(title="The project's title",
-                           song="The song the video is cut to (MP3, M4A, WAV, OGG)",
-                           slots="Number of slots when there is no song")
-    async def create(self, ctx: commands.Context[Any], song: discord.Attachment | None = None,
-                     *, title: str, slots: int | None = None) -> None:
+    @app_commands.describe(
+        title="The project's title",
+        song="The song the video is cut to (MP3, M4A, WAV, OGG)",
+        slots="Number of slots when there is no song",
+    )
+    async def create(
+        self,
+        ctx: commands.Context[Any],
+        song: discord.Attachment | None = None,
+        *,
+        title: str,
+        slots: int | None = None,
+    ) -> None:
         """Start a project in this channel (moderators)."""
         self.require_moderator(ctx.author)
         await ctx.defer()
@@ -65,15 +74,21 @@ class Projects(CrowdcutCog):
         if song is not None:
             data = await self.read_attachment(song, limit=SONG_MAX_BYTES, what="song")
         project = await self.bot.projects.create(
-            guild_id=ctx.guild.id, channel_id=ctx.channel.id, title=title,
-            by=ctx.author.id, song=data, song_name=song.filename if song else None,
-            slots=slots)
+            guild_id=ctx.guild.id,
+            channel_id=ctx.channel.id,
+            title=title,
+            by=ctx.author.id,
+            song=data,
+            song_name=song.filename if song else None,
+            slots=slots,
+        )
         n = len(project.slot_plan)
         await ctx.send(
             f"🎞️ **{discord.utils.escape_markdown(project.title)}** is open: {n} slots of "
             f"{project.slot_plan[0].duration:.1f}s. Prompt clips with `/prompt`, vote with "
             f"{self.settings.vote_up_emoji} / {self.settings.vote_down_emoji}.",
-            allowed_mentions=NO_MENTIONS)
+            allowed_mentions=NO_MENTIONS,
+        )
 
     @project.command(name="open")
     @app_commands.describe(hours="Close voting automatically after this many hours")
@@ -83,10 +98,14 @@ class Projects(CrowdcutCog):
         project = await self.project_here(ctx)
         assert project is not None
         project = await self.bot.projects.open(project.id, by=ctx.author.id, hours=hours)
-        tail = f" Voting closes <t:{int(project.voting_ends_at)}:R>." if \
-            project.voting_ends_at else ""
-        await ctx.send(f"🟢 “{discord.utils.escape_markdown(project.title)}” is open for "
-                       f"prompts and votes.{tail}", allowed_mentions=NO_MENTIONS)
+        tail = (
+            f" Voting closes <t:{int(project.voting_ends_at)}:R>." if project.voting_ends_at else ""
+        )
+        await ctx.send(
+            f"🟢 “{discord.utils.escape_markdown(project.title)}” is open for "
+            f"prompts and votes.{tail}",
+            allowed_mentions=NO_MENTIONS,
+        )
 
     @project.command(name="close")
     async def close(self, ctx: commands.Context[Any]) -> None:
@@ -95,11 +114,13 @@ class Projects(CrowdcutCog):
         await ctx.defer()
         project = await self.project_here(ctx)
         assert project is not None
-        await self.bot.reconcile_votes(project.id)   # count what was cast while we were away
+        await self.bot.reconcile_votes(project.id)  # count what was cast while we were away
         project = await self.bot.projects.close(project.id, by=ctx.author.id)
-        await ctx.send(f"🔴 Voting on “{discord.utils.escape_markdown(project.title)}” is "
-                       "closed. A moderator can now `/cut preview` and `/cut approve`.",
-                       allowed_mentions=NO_MENTIONS)
+        await ctx.send(
+            f"🔴 Voting on “{discord.utils.escape_markdown(project.title)}” is "
+            "closed. A moderator can now `/cut preview` and `/cut approve`.",
+            allowed_mentions=NO_MENTIONS,
+        )
 
 
 async def setup(bot: CrowdcutBot) -> None:

@@ -45,31 +45,49 @@ class Prompting(CrowdcutCog):
         image="Optional reference image (PNG, JPEG, WebP or GIF)",
         slot="Which slot of the song this clip is for (1 = the start)",
         duration="Clip length in seconds",
-        aspect="Frame shape")
-    async def prompt(self, ctx: commands.Context[Any], image: discord.Attachment | None = None,
-                     *, text: str, slot: int | None = None, duration: float | None = None,
-                     aspect: Aspect | None = None) -> None:
+        aspect="Frame shape",
+    )
+    async def prompt(
+        self,
+        ctx: commands.Context[Any],
+        image: discord.Attachment | None = None,
+        *,
+        text: str,
+        slot: int | None = None,
+        duration: float | None = None,
+        aspect: Aspect | None = None,
+    ) -> None:
         """Prompt a clip for the current project. Attach an image to guide it."""
         await ctx.defer(ephemeral=True)
         async with self.intake:
             project = await self.project_here(ctx)
             data = None
             if image is not None:
-                data = await self.read_attachment(image, limit=self.settings.image_max_bytes,
-                                                  what="image")
+                data = await self.read_attachment(
+                    image, limit=self.settings.image_max_bytes, what="image"
+                )
             sub = await self.bot.submissions.submit(
-                project, self.author(ctx.author), text, image=data,
-                slot=None if slot is None else slot - 1, duration=duration, aspect=aspect,
-                channel_id=ctx.channel.id)
+                project,
+                self.author(ctx.author),
+                text,
+                image=data,
+                slot=None if slot is None else slot - 1,
+                duration=duration,
+                aspect=aspect,
+                channel_id=ctx.channel.id,
+            )
             await self._announce(ctx, sub)
 
     @commands.hybrid_command(name="extend")
     @commands.guild_only()
-    @app_commands.describe(clip="The clip number to continue from",
-                           text="What happens next",
-                           slot="Slot for the new clip (default: the one after)")
-    async def extend(self, ctx: commands.Context[Any], clip: int, *, text: str,
-                     slot: int | None = None) -> None:
+    @app_commands.describe(
+        clip="The clip number to continue from",
+        text="What happens next",
+        slot="Slot for the new clip (default: the one after)",
+    )
+    async def extend(
+        self, ctx: commands.Context[Any], clip: int, *, text: str, slot: int | None = None
+    ) -> None:
         """Continue a clip: its last frame becomes the reference image of a new prompt."""
         await ctx.defer(ephemeral=True)
         async with self.intake:
@@ -77,8 +95,9 @@ class Prompting(CrowdcutCog):
             kwargs: dict[str, Any] = {"channel_id": ctx.channel.id}
             if slot is not None:
                 kwargs["slot"] = slot - 1
-            sub = await self.bot.submissions.extend(project, self.author(ctx.author), clip,
-                                                    text, **kwargs)
+            sub = await self.bot.submissions.extend(
+                project, self.author(ctx.author), clip, text, **kwargs
+            )
             await self._announce(ctx, sub)
 
     async def _announce(self, ctx: commands.Context[Any], sub: Submission) -> None:
@@ -97,8 +116,9 @@ class Prompting(CrowdcutCog):
             elif sub.position.position == 0:
                 where = f"generating now, ETA {format_eta(sub.position.eta_seconds)}"
             else:
-                where = (f"position {sub.position.position}, "
-                         f"ETA {format_eta(sub.position.eta_seconds)}")
+                where = (
+                    f"position {sub.position.position}, ETA {format_eta(sub.position.eta_seconds)}"
+                )
             await ctx.send(f"✅ Accepted as job #{job.id} — {where}.", ephemeral=True)
         # the job may have moved while the message was on its way: show where it is now
         current = await self.app.store.get_job(job.id)
@@ -124,8 +144,10 @@ class Prompting(CrowdcutCog):
                 where = f"position {pos.position}, ETA {format_eta(pos.eta_seconds)}"
             else:
                 where = f"generating ({(job.progress or 0) * 100:.0f}%)"
-            lines.append(f"**#{job.id}** · {clip_label(job.slot)} · {where}\n"
-                         f"> {discord.utils.escape_markdown(job.prompt[:80])}")
+            lines.append(
+                f"**#{job.id}** · {clip_label(job.slot)} · {where}\n"
+                f"> {discord.utils.escape_markdown(job.prompt[:80])}"
+            )
         await ctx.send("\n".join(lines), ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @commands.hybrid_command(name="cancel")
@@ -133,7 +155,8 @@ class Prompting(CrowdcutCog):
     async def cancel(self, ctx: commands.Context[Any], job: int) -> None:
         """Cancel one of your jobs (moderators: anyone's)."""
         done = await self.bot.submissions.cancel(
-            job, self.author(ctx.author), is_moderator=is_moderator(ctx.author, self.settings))
+            job, self.author(ctx.author), is_moderator=is_moderator(ctx.author, self.settings)
+        )
         await ctx.send(f"🚫 Job #{done.id} canceled.", ephemeral=True)
         await self.bot.publisher.job_changed(done)
 

@@ -59,8 +59,11 @@ class Voting(CrowdcutCog):
         else:
             user = self.bot.get_user(payload.user_id)
             is_bot = bool(user and user.bot)
-        self._events.put_nowait(ReactionEvent(payload.message_id, payload.user_id,
-                                              str(payload.emoji), added, is_bot, time.time()))
+        self._events.put_nowait(
+            ReactionEvent(
+                payload.message_id, payload.user_id, str(payload.emoji), added, is_bot, time.time()
+            )
+        )
 
     async def _consume(self) -> None:
         while True:
@@ -92,10 +95,13 @@ class Voting(CrowdcutCog):
         if c.message_id and c.channel_id and ctx.guild:
             jump = f"https://discord.com/channels/{ctx.guild.id}/{c.channel_id}/{c.message_id}"
         rules = self.app.rules
-        await ctx.send(embed=clip_info_embed(c, job, author, up, down, jump,
-                                             up_emoji=rules.up_emoji,
-                                             down_emoji=rules.down_emoji),
-                       ephemeral=True, allowed_mentions=NO_MENTIONS)
+        await ctx.send(
+            embed=clip_info_embed(
+                c, job, author, up, down, jump, up_emoji=rules.up_emoji, down_emoji=rules.down_emoji
+            ),
+            ephemeral=True,
+            allowed_mentions=NO_MENTIONS,
+        )
 
     @commands.hybrid_command(name="leaderboard")
     @commands.guild_only()
@@ -116,9 +122,11 @@ class Voting(CrowdcutCog):
         for i, t in enumerate(ranked[:15], 1):
             c = clips[t.clip_id]
             who = "anonymous" if c.anonymous else names.get(c.member_id, "someone")
-            lines.append(f"`{i:>2}.` clip **#{t.clip_id}** · score {t.score:+d} "
-                         f"({self.app.rules.up_emoji} {t.up} · {self.app.rules.down_emoji} "
-                         f"{t.down}) · {discord.utils.escape_markdown(who)}")
+            lines.append(
+                f"`{i:>2}.` clip **#{t.clip_id}** · score {t.score:+d} "
+                f"({self.app.rules.up_emoji} {t.up} · {self.app.rules.down_emoji} "
+                f"{t.down}) · {discord.utils.escape_markdown(who)}"
+            )
         embed = discord.Embed(title=f"🏆 {project.title} — {where}", description="\n".join(lines))
         await ctx.send(embed=embed, allowed_mentions=NO_MENTIONS)
 
