@@ -405,6 +405,12 @@ class Store:
             )
         return self.get_job(pk)  # type: ignore[return-value]
 
+    def _project_channel(self, project_id: int) -> int | None:
+        row = self.db.execute(
+            "select channel_id from projects where id = ?", [project_id]
+        ).fetchone()
+        return row[0] if row else None
+
     def _count_active(self, member_id: int) -> int:
         return self.db.execute(
             "select count(*) from jobs where member_id = ? and state in (?,?,?)",
@@ -549,7 +555,8 @@ class Store:
                     "has_audio": int(has_audio),
                     "size_bytes": size_bytes,
                     "slot": job.slot,
-                    "channel_id": job.channel_id,
+                    # clips are voted on in the project's channel, wherever the prompt came from
+                    "channel_id": self._project_channel(job.project_id) or job.channel_id,
                     "created_at": now,
                 },
             )

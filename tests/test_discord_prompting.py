@@ -182,3 +182,14 @@ async def test_a_clip_over_the_upload_limit_is_re_encoded_to_fit(tmp_path):
         post = env.emu.get_message(g.channel, clip.message_id)
         assert original > 60_000, "the test clip must be over the limit"
         assert post["attachments"][0]["size"] <= 60_000
+
+
+async def test_a_prompt_from_another_channel_is_posted_for_voting_in_the_projects_channel(guild):
+    await guild.open_project()
+    general = guild.emu.channels["general"]
+    it = await guild.emu.invoke_slash(guild.alice.id, general, "prompt", {"text": "elsewhere"})
+    assert "Accepted" in (await it.wait_reply())["content"]
+    clip = await until(lambda: guild._posted_clip(1), timeout=60)
+    assert clip.channel_id == guild.channel
+    job = await guild.app.store.get_job(1)
+    assert job.channel_id == general  # the status message stays where she asked
