@@ -193,3 +193,19 @@ async def test_a_prompt_from_another_channel_is_posted_for_voting_in_the_project
     assert clip.channel_id == guild.channel
     job = await guild.app.store.get_job(1)
     assert job.channel_id == general  # the status message stays where she asked
+
+
+async def test_a_clip_that_cannot_fit_at_all_is_still_posted_for_voting(tmp_path):
+    from bot.frontend.harness import bot_on_emulator
+    from tests.conftest import make_settings
+    from tests.discord_env import Community
+
+    async with bot_on_emulator(make_settings(tmp_path), upload_limit=3_000) as env:
+        g = Community(env)
+        await g.open_project()
+        clip = await g.prompt_and_post(g.alice, "far too big for this server")
+        post = env.emu.get_message(g.channel, clip.message_id)
+        assert post.get("attachments") == []
+        fields = {f["name"]: f["value"] for f in post["embeds"][0]["fields"]}
+        assert "Too large for this server's upload limit" in fields["Video"]
+        assert sorted(r["emoji"]["name"] for r in post["reactions"]) == ["👍", "👎"]

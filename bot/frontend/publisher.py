@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot.errors import MediaError
 from bot.frontend.checks import NO_MENTIONS
 from bot.frontend.render import clip_embed, status_text
 from bot.media.clips import fit_to_size
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 _FOOTER = re.compile(r"crowdcut clip #(\d+)")
 #: stay a little under the limit Discord states: the multipart envelope counts too
 UPLOAD_HEADROOM = 0.97
-MAX_413_RETRIES = 6
+MAX_413_RETRIES = 8
 
 
 class DiscordPublisher:
@@ -161,29 +162,47 @@ class DiscordPublisher:
         embed: discord.Embed,
         limit: int,
     ) -> discord.Message:
-        """Send the clip; re-encode it smaller when it is over the limit or Discord says 413."""
+        """Send the clip; re-encode it smaller when it is over the limit or Discord says 413.
+
+        Discord's 413 does not say the limit (a server's boost level sets it), so each 413
+        lowers the target by 30 % of what was sent. A clip that cannot be made small
+        enough is posted without its video (the embed says so) rather than not at all:
+        it can still be voted on, and it still goes into the cut at full quality.
+        """
         tmp_files: list[Path] = []
         try:
-            src = path
-            if path.stat().st_size > limit:
-                src = await self._shrink(path, limit, tmp_files)
-            # Discord's 413 does not say the limit (a server's boost level sets it): halve
-            # the target until it fits, down to a clip of a few tens of kilobytes
-            for attempt in range(MAX_413_RETRIES + 1):
-                try:
-                    return await channel.send(
-                        embed=embed,
-                        file=discord.File(src, filename=f"clip-{clip.id}.mp4"),
-                        allowed_mentions=NO_MENTIONS,
-                    )
-                except discord.HTTPException as e:
-                    if e.status != 413 or attempt == MAX_413_RETRIES:
-                        raise
-                    limit = int(min(limit, src.stat().st_size) * 0.5)
-                    log.info(
-                        "clip %s: Discord said 413; re-encoding under %d bytes", clip.id, limit
-                    )
+            try:
+                src = path
+                if path.stat().st_size > limit:
                     src = await self._shrink(path, limit, tmp_files)
+                for attempt in range(MAX_413_RETRIES + 1):
+                    try:
+                        return await channel.send(
+                            embed=embed,
+                            file=discord.File(src, filename=f"clip-{clip.id}.mp4"),
+                            allowed_mentions=NO_MENTIONS,
+                        )
+                    except discord.HTTPException as e:
+                        if e.status != 413 or attempt == MAX_413_RETRIES:
+                            raise
+                        limit = int(min(limit, src.stat().st_size) * 0.7)
+                        log.info(
+                            "clip %s: Discord said 413; re-encoding under %d bytes",
+                            clip.id,
+                            limit,
+                        )
+                        src = await self._shrink(path, limit, tmp_files)
+            except (MediaError, discord.HTTPException) as e:
+                if isinstance(e, discord.HTTPException) and e.status != 413:
+                    raise
+                log.warning("clip %s cannot fit this server's upload limit: %s", clip.id, e)
+                embed.add_field(
+                    name="Video",
+                    value="Too large for this server's upload limit even when shrunk; "
+                    "it is kept at full quality for the cut.",
+                    inline=False,
+                )
+                return await channel.send(embed=embed, allowed_mentions=NO_MENTIONS)
             raise AssertionError("unreachable")
         finally:
             for p in tmp_files:
