@@ -139,9 +139,14 @@ async def _session(env: BotOnEmulator, song: Path, n_members: int) -> dict[str, 
     )
     _say(f"  mod_mira clicks “Approve this cut” → {_text(final)}")
     await env.bot.publisher.flush()
+    # the approval is recorded right after the video is posted (it carries the message id)
+    deadline = time.monotonic() + 30
+    while await app.store.latest_cut(project.id, "approved") is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the approval was not recorded")
+        await asyncio.sleep(0.05)
     project = await app.store.get_project(project.id)
-    cut = await app.store.latest_cut(project.id, "approved")
-    assert cut is not None and project.state == "approved"
+    assert project is not None and project.state == "approved"
     out_dir = app.settings.renders_dir / f"project-{project.id}"
     return {
         "video": out_dir / "master.mp4",
