@@ -29,6 +29,13 @@ class CrowdcutCog(commands.Cog):
     def require_moderator(self, user: discord.abc.User) -> None:
         require_moderator(user, self.settings)
 
+    async def moderated_project(self, ctx: commands.Context[Any]) -> Project:
+        """The project here, for a moderator's command: refuses non-moderators first."""
+        self.require_moderator(ctx.author)
+        project = await self.project_here(ctx)
+        assert project is not None
+        return project
+
     async def project_here(
         self, ctx: commands.Context[Any], *, required: bool = True
     ) -> Project | None:

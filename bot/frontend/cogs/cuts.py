@@ -67,9 +67,7 @@ class Cuts(CrowdcutCog):
     @app_commands.describe(clip="The clip number", slot="The slot it must fill (1 = the start)")
     async def pin(self, ctx: commands.Context[Any], clip: int, slot: int) -> None:
         """Put a clip in a slot whatever the votes say (moderators)."""
-        self.require_moderator(ctx.author)
-        project = await self.project_here(ctx)
-        assert project is not None
+        project = await self.moderated_project(ctx)
         await self.bot.cuts.pin(project, clip, slot - 1, by=ctx.author.id)
         await ctx.send(f"📌 Clip #{clip} is pinned to slot {slot}.")
 
@@ -77,9 +75,7 @@ class Cuts(CrowdcutCog):
     @app_commands.describe(clip="The clip number")
     async def exclude(self, ctx: commands.Context[Any], clip: int) -> None:
         """Keep a clip out of the cut whatever the votes say (moderators)."""
-        self.require_moderator(ctx.author)
-        project = await self.project_here(ctx)
-        assert project is not None
+        project = await self.moderated_project(ctx)
         await self.bot.cuts.exclude(project, clip, by=ctx.author.id)
         await ctx.send(f"🚫 Clip #{clip} is excluded from the cut.")
 
@@ -87,9 +83,7 @@ class Cuts(CrowdcutCog):
     @app_commands.describe(clip="The clip number")
     async def include(self, ctx: commands.Context[Any], clip: int) -> None:
         """Undo a pin or an exclusion (moderators)."""
-        self.require_moderator(ctx.author)
-        project = await self.project_here(ctx)
-        assert project is not None
+        project = await self.moderated_project(ctx)
         await self.bot.cuts.clear_override(project, clip, by=ctx.author.id)
         await ctx.send(f"↩️ Clip #{clip} is back to the votes.")
 

@@ -94,9 +94,7 @@ class Projects(CrowdcutCog):
     @app_commands.describe(hours="Close voting automatically after this many hours")
     async def open_(self, ctx: commands.Context[Any], hours: float | None = None) -> None:
         """Open prompting and voting (moderators)."""
-        self.require_moderator(ctx.author)
-        project = await self.project_here(ctx)
-        assert project is not None
+        project = await self.moderated_project(ctx)
         project = await self.bot.projects.open(project.id, by=ctx.author.id, hours=hours)
         tail = (
             f" Voting closes <t:{int(project.voting_ends_at)}:R>." if project.voting_ends_at else ""
