@@ -405,6 +405,10 @@ class Store:
             )
         return self.get_job(pk)  # type: ignore[return-value]
 
+    def _project_guild(self, project_id: int) -> int | None:
+        row = self.db.execute("select guild_id from projects where id = ?", [project_id]).fetchone()
+        return row[0] if row else None
+
     def _project_channel(self, project_id: int) -> int | None:
         row = self.db.execute(
             "select channel_id from projects where id = ?", [project_id]
@@ -897,6 +901,10 @@ class Store:
         target: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
+        """Record a moderator (or member) action. The guild comes from the project when
+        one is named, so callers need not look it up."""
+        if guild_id is None and project_id is not None:
+            guild_id = self._project_guild(project_id)
         self._insert(
             "audit_log",
             {

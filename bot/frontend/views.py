@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.errors import InvalidState, NotFound, UserFacingError
+from bot.errors import UserFacingError
 from bot.frontend.checks import NO_MENTIONS, reply_error, require_moderator
 from bot.frontend.render import quote
 from bot.services.submissions import Author
@@ -102,26 +102,12 @@ class CutDecision(
         bot: CrowdcutBot = interaction.client  # type: ignore[assignment]
         try:
             require_moderator(interaction.user, bot.settings)
-            cut = await bot.app.store.get_cut(self.cut_id)
-            if cut is None:
-                raise NotFound(f"There is no cut #{self.cut_id}.")
-            project = await bot.app.store.get_project(cut.project_id)
-            if project is None or project.state == "approved":
-                raise InvalidState("This project's cut is already approved.")
-            latest = await bot.app.store.latest_cut(project.id)
-            if latest is not None and latest.id != cut.id:
-                raise InvalidState(f"A newer cut (#{latest.id}) exists; approve that one.")
+            project, cut = await bot.cuts.pending_decision(self.cut_id)
         except UserFacingError as e:
             await reply_error(interaction, e)
             return
         if self.action == "reject":
-            await bot.app.store.audit(
-                "reject_cut",
-                actor_id=interaction.user.id,
-                guild_id=project.guild_id,
-                project_id=project.id,
-                target=f"cut:{cut.id}",
-            )
+            await bot.cuts.reject(project, cut, by=interaction.user.id)
             await interaction.response.edit_message(
                 content=f"{interaction.message.content if interaction.message else ''}\n"
                 f"**Not approved — {interaction.user.display_name} wants changes.**",

@@ -108,7 +108,6 @@ class CutService:
         await self.store.audit(
             "pin_clip",
             actor_id=by,
-            guild_id=project.guild_id,
             project_id=project.id,
             target=f"clip:{clip_id}",
             details={"slot": slot},
@@ -120,7 +119,6 @@ class CutService:
         await self.store.audit(
             "exclude_clip",
             actor_id=by,
-            guild_id=project.guild_id,
             project_id=project.id,
             target=f"clip:{clip_id}",
         )
@@ -131,7 +129,6 @@ class CutService:
         await self.store.audit(
             "clear_override",
             actor_id=by,
-            guild_id=project.guild_id,
             project_id=project.id,
             target=f"clip:{clip_id}",
         )
@@ -188,6 +185,35 @@ class CutService:
             raise InvalidState("There are no clips to show yet.")
         return await storyboard(slots, dest)
 
+    async def preview(
+        self, project: Project, *, by: int, progress: Progress | None = None
+    ) -> Rendered:
+        """Render the current winners for the moderators to look at (audited)."""
+        rendered = await self.render(project, by=by, progress=progress)
+        await self.store.audit(
+            "preview_cut", actor_id=by, project_id=project.id, target=f"cut:{rendered.cut.id}"
+        )
+        return rendered
+
+    async def pending_decision(self, cut_id: int) -> tuple[Project, Cut]:
+        """The cut under an Approve / Not yet button, if it can still be decided on."""
+        cut = await self.store.get_cut(cut_id)
+        if cut is None:
+            raise NotFound(f"There is no cut #{cut_id}.")
+        project = await self.store.get_project(cut.project_id)
+        if project is None or project.state == APPROVED:
+            raise InvalidState("This project's cut is already approved.")
+        latest = await self.store.latest_cut(project.id)
+        if latest is not None and latest.id != cut.id:
+            raise InvalidState(f"A newer cut (#{latest.id}) exists; approve that one.")
+        return project, cut
+
+    async def reject(self, project: Project, cut: Cut, *, by: int) -> None:
+        """A moderator wants changes before approving (audited; nothing else changes)."""
+        await self.store.audit(
+            "reject_cut", actor_id=by, project_id=project.id, target=f"cut:{cut.id}"
+        )
+
     async def approve(
         self, project: Project, cut: Cut, *, by: int, message_id: int | None = None
     ) -> Cut:
@@ -201,7 +227,6 @@ class CutService:
         await self.store.audit(
             "approve_cut",
             actor_id=by,
-            guild_id=project.guild_id,
             project_id=project.id,
             target=f"cut:{cut.id}",
             details={"clips": [s.get("clip_id") for s in cut.slots]},

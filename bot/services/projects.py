@@ -77,7 +77,6 @@ class ProjectService:
         await self.store.audit(
             "create_project",
             actor_id=by,
-            guild_id=guild_id,
             project_id=project.id,
             target=f"project:{project.id}",
             details={"title": title, "slots": len(plan)},
@@ -137,7 +136,6 @@ class ProjectService:
         await self.store.audit(
             "open_project",
             actor_id=by,
-            guild_id=p.guild_id,
             project_id=p.id,
             target=f"project:{p.id}",
             details={"voting_ends_at": ends},
@@ -151,7 +149,6 @@ class ProjectService:
         await self.store.audit(
             "close_project",
             actor_id=by,
-            guild_id=p.guild_id,
             project_id=p.id,
             target=f"project:{p.id}",
         )

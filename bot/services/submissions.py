@@ -173,13 +173,8 @@ class SubmissionService:
             raise InvalidState(f"Job #{job_id} is already {job.state}; there is nothing to cancel.")
         await self.worker.cancel(before)
         if job.member_id != by.id:
-            project = await self.store.get_project(job.project_id)
             await self.store.audit(
-                "cancel_job",
-                actor_id=by.id,
-                project_id=job.project_id,
-                guild_id=project.guild_id if project else None,
-                target=f"job:{job_id}",
+                "cancel_job", actor_id=by.id, project_id=job.project_id, target=f"job:{job_id}"
             )
         return await self.store.get_job(job_id)  # type: ignore[return-value]
 
@@ -197,12 +192,10 @@ class SubmissionService:
             if current is None:
                 raise NotFound(f"There is no job #{job_id}.")
             raise InvalidState(f"Job #{job_id} was already {current.moderation}.")
-        project = await self.store.get_project(job.project_id)
         await self.store.audit(
             "approve_prompt" if approve else "reject_prompt",
             actor_id=by.id,
             project_id=job.project_id,
-            guild_id=project.guild_id if project else None,
             target=f"job:{job_id}",
         )
         if approve:

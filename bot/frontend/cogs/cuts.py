@@ -40,14 +40,7 @@ class Cuts(CrowdcutCog):
         await ctx.defer()
         project = await self.project_here(ctx)
         assert project is not None
-        rendered = await self._render(ctx, project)
-        await self.app.store.audit(
-            "preview_cut",
-            actor_id=ctx.author.id,
-            guild_id=project.guild_id,
-            project_id=project.id,
-            target=f"cut:{rendered.cut.id}",
-        )
+        rendered = await self._render(ctx, project, preview=True)
         from bot.frontend.views import cut_decision_view
 
         board = self.settings.renders_dir / f"project-{project.id}" / "storyboard.png"
@@ -104,9 +97,11 @@ class Cuts(CrowdcutCog):
         await ctx.send(f"✅ Cut #{rendered.cut.id} approved and published.", ephemeral=True)
 
     # ------------------------------------------------------------------ helpers
-    async def _render(self, ctx: commands.Context[Any], project: Project) -> Rendered:
+    async def _render(
+        self, ctx: commands.Context[Any], project: Project, *, preview: bool = False
+    ) -> Rendered:
         status = await ctx.channel.send("🎞️ Cutting the video… " + progress_bar(0))
-        state = {"stage": "starting", "f": 0.0, "last": 0.0}
+        state = {"stage": "starting", "f": 0.0}
 
         def progress(stage: str, fraction: float) -> None:
             state["stage"], state["f"] = stage, fraction
@@ -125,7 +120,8 @@ class Cuts(CrowdcutCog):
         tick = asyncio.create_task(ticker())
         started = time.monotonic()
         try:
-            rendered = await self.bot.cuts.render(project, by=ctx.author.id, progress=progress)
+            make = self.bot.cuts.preview if preview else self.bot.cuts.render
+            rendered = await make(project, by=ctx.author.id, progress=progress)
         finally:
             tick.cancel()
         await status.edit(
