@@ -430,6 +430,14 @@ class Store:
         return self._one(Job, "jobs", "id = ?", [job_id])
 
     @reader
+    def get_jobs(self, job_ids: Iterable[int]) -> dict[int, Job]:
+        ids = list(set(job_ids))
+        if not ids:
+            return {}
+        rows = self._rows("jobs", f"id in ({','.join('?' * len(ids))})", ids)
+        return {r["id"]: from_row(Job, r) for r in rows}  # type: ignore[misc]
+
+    @reader
     def jobs_by_state(self, *states: str) -> list[Job]:
         marks = ",".join("?" * len(states))
         return [

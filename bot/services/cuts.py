@@ -20,7 +20,7 @@ from bot.core.voting import Tally, rank
 from bot.errors import InvalidState, NotFound
 from bot.media.assembly import AssemblyResult, CutSlot, assemble
 from bot.media.storyboard import storyboard
-from storage.models import APPROVED, CLOSED, OPEN, Clip, Cut, Project
+from storage.models import APPROVED, CLOSED, OPEN, Clip, Cut, Job, Project
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +54,24 @@ class CutService:
         candidates = [Candidate(c.id, c.slot, *tallies.get(c.id, (0, 0))) for c in clips.values()]
         choices = select_cut(len(project.slot_plan), candidates, pins=pins, excluded=excluded)
         names = await self.store.member_names(c.member_id for c in clips.values())
+        jobs = await self.store.get_jobs(clips[ch.clip_id].job_id for ch in choices)
         return [
-            await self._cut_slot(project, ch, clips[ch.clip_id], tallies, names) for ch in choices
+            self._cut_slot(
+                project, ch, clips[ch.clip_id], jobs.get(clips[ch.clip_id].job_id), tallies, names
+            )
+            for ch in choices
         ]
 
-    async def _cut_slot(
+    def _cut_slot(
         self,
         project: Project,
         ch: Choice,
         clip: Clip,
+        job: Job | None,
         tallies: dict[int, tuple[int, int]],
         names: dict[int, str],
     ) -> CutSlot:
         slot = project.slot_plan[ch.slot]
-        job = await self.store.get_job(clip.job_id)
         up, down = tallies.get(clip.id, (0, 0))
         return CutSlot(
             index=slot.index,

@@ -30,24 +30,16 @@ class Projects(CrowdcutCog):
         """Show the current project: slots filled, candidates, leaders, time left."""
         project = await self.project_here(ctx)
         assert project is not None
-        clips = await self.app.store.project_clips(project.id)
-        tallies = await self.app.store.vote_tallies(project.id)
-        candidates: dict[int, int] = {}
-        leaders: dict[int, tuple[int, int]] = {}
-        for c in clips:
-            if c.slot is None:
-                continue
-            candidates[c.slot] = candidates.get(c.slot, 0) + 1
-            up, down = tallies.get(c.id, (0, 0))
-            best = leaders.get(c.slot)
-            if best is None or up - down > best[1]:
-                leaders[c.slot] = (c.id, up - down)
+        # the voting rules rank each slot (ties: fewer downs, then the earlier clip)
+        overall, per_slot = await self.bot.cuts.leaderboard(project)
+        candidates = {slot: len(ranked) for slot, ranked in per_slot.items()}
+        leaders = {slot: (ranked[0].clip_id, ranked[0].score) for slot, ranked in per_slot.items()}
         counts = await self.app.store.job_counts()
         queued = counts.get("queued", 0) + counts.get("submitted", 0) + counts.get("running", 0)
         embed = project_embed(
             project, filled=len(candidates), candidates=candidates, leaders=leaders, queued=queued
         )
-        unslotted = sum(1 for c in clips if c.slot is None)
+        unslotted = len(overall) - sum(candidates.values())
         if unslotted:
             embed.add_field(name="Clips for any slot", value=str(unslotted))
         await ctx.send(embed=embed, allowed_mentions=NO_MENTIONS)
