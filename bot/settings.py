@@ -225,8 +225,10 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
             value: Any = int(raw.replace("_", ""))
         elif kind == "float":
             value = float(raw)
-        elif kind in ("Path", "Path | None"):
-            return Path(raw) if raw else None if "None" in kind else Path(".")
+        elif kind == "Path | None":
+            return Path(raw) if raw else None
+        elif kind == "Path":
+            return Path(raw or ".")
         else:
             value = raw
     except ValueError:

@@ -16,7 +16,7 @@ from bot.errors import InvalidPrompt, InvalidState, NotFound, PermissionDenied, 
 from bot.media.clips import last_frame_png
 from bot.media.images import check_reference_image_async
 from bot.services.worker import GenerationWorker
-from storage.models import ACTIVE_JOB_STATES, Job, Project
+from storage.models import Job, Project
 from storage.store import QuotaFull
 
 log = logging.getLogger(__name__)
@@ -180,10 +180,7 @@ class SubmissionService:
 
     async def my_jobs(self, member_id: int) -> list[tuple[Job, Position | None]]:
         jobs = await self.store.member_jobs(member_id, active_only=True)
-        return [
-            (j, await self.worker.position(j.id) if j.state in ACTIVE_JOB_STATES else None)
-            for j in jobs
-        ]
+        return [(j, await self.worker.position(j.id)) for j in jobs]
 
     async def moderate(self, job_id: int, by: Author, *, approve: bool) -> Job:
         job = await self.store.set_moderation(job_id, "approved" if approve else "rejected")

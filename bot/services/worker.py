@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from bot.app import App
 from bot.core.queue import Position, backoff_delay, estimate_run_seconds, next_jobs, queue_position
 from bot.errors import GeneratorError, GeneratorErrorKind, InvalidClip, MediaError
 from bot.generators.base import GenerationRequest, JobState
@@ -57,14 +58,11 @@ class GenerationWorker:
 
     def __init__(
         self,
-        app: object,
+        app: App,
         *,
         events: WorkerEvents | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        from bot.app import App
-
-        assert isinstance(app, App)
         self.app = app
         self.store = app.store
         self.generator = app.generator
@@ -74,7 +72,6 @@ class GenerationWorker:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
 
     # ------------------------------------------------------------------ limits
     @property
