@@ -141,6 +141,7 @@ async def test_crowdcut_run_and_sync_commands_work_as_separate_processes(tmp_pat
             assert clip_post["attachments"][0]["filename"].endswith(".mp4")
         finally:
             bot.terminate()
-            assert await asyncio.wait_for(bot.wait(), 20) is not None
+            # SIGTERM closes the bot cleanly: exit status 0
+            assert await asyncio.wait_for(bot.wait(), 20) == 0
         text = (tmp_path / "bot.log").read_text()
         assert "Traceback" not in text, text
