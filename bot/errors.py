@@ -77,17 +77,33 @@ class MediaError(CrowdcutError):
 
 
 class GeneratorErrorKind(StrEnum):
-    CONTENT_POLICY = "content_policy"
-    INVALID_INPUT = "invalid_input"
-    RATE_LIMITED = "rate_limited"
-    UNAVAILABLE = "unavailable"
-    AUTH = "auth"
-    UNKNOWN = "unknown"
+    CONTENT_POLICY = "content_policy"  # the provider refused the prompt or image
+    INVALID_INPUT = "invalid_input"  # the provider cannot use this request
+    RATE_LIMITED = "rate_limited"  # 429: come back later
+    UNAVAILABLE = "unavailable"  # no answer, refused connection, 5xx
+    AUTH = "auth"  # bad key, no credits
+    UNKNOWN = "unknown"  # anything else the provider reported
+    MALFORMED = "malformed_response"  # a 2xx whose body is not what the API documents
+    TRUNCATED = "truncated_download"  # the download ended before its Content-Length
+    NOT_VIDEO = "not_video"  # the downloaded output is not a video file
+    OUTPUT_EXPIRED = "output_expired"  # the output URL answers 404/410 or has expired
+    #: a create request that may or may not have reached the provider (timeout, dropped
+    #: connection after sending): it must be looked up before it is ever sent again
+    OUTCOME_UNKNOWN = "outcome_unknown"
 
 
-#: kinds worth retrying with backoff; the rest fail the job at once
+#: kinds worth retrying with backoff; the rest fail the job at once. Whether a retry is a
+#: new *submission* or the same request again is the worker's call (see its docstring):
+#: after the provider accepted a job, retries poll and download that job, never a new one.
 TRANSIENT_KINDS = frozenset(
-    {GeneratorErrorKind.RATE_LIMITED, GeneratorErrorKind.UNAVAILABLE, GeneratorErrorKind.UNKNOWN}
+    {
+        GeneratorErrorKind.RATE_LIMITED,
+        GeneratorErrorKind.UNAVAILABLE,
+        GeneratorErrorKind.UNKNOWN,
+        GeneratorErrorKind.MALFORMED,
+        GeneratorErrorKind.TRUNCATED,
+        GeneratorErrorKind.NOT_VIDEO,
+    }
 )
 
 

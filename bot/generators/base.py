@@ -5,6 +5,21 @@ a provider job id at once, ``poll`` reports its state, ``download`` fetches the 
 clip, ``cancel`` stops it. The worker stores the provider job id, so after a restart it
 polls the same id again instead of paying for a second generation.
 
+Money rules every backend helps keep (the worker applies them, see
+:mod:`bot.services.worker`):
+
+- ``submit`` raises ``OUTCOME_UNKNOWN`` when the create request may have reached the
+  provider but no answer came back (a timeout, a connection dropped after sending). The
+  worker then calls ``find`` with the same request (same ``idempotency_key``, chosen and
+  stored before the first send) to learn whether the job exists, and only submits again
+  when ``find`` says it certainly does not. A backend that cannot look jobs up inherits
+  :meth:`GeneratorBase.find`, which says so, and the job fails rather than pay twice.
+- ``download`` raises ``OUTPUT_EXPIRED`` when the output URL is gone (404, 410, an
+  expired signature); the worker polls again for a fresh URL, and only when the output is
+  gone for good generates the clip again.
+- ``capabilities`` says what the backend can make, so ``/prompt`` refuses at once what it
+  cannot, and the request asks for the shortest accepted length that covers the slot.
+
 Every failure a backend reports is a :class:`~bot.errors.GeneratorError` with a normalized
 ``kind``; :func:`classify_http_error` and :func:`classify_transport_error` do that mapping
 for HTTP providers, so each backend module only has to call them.
@@ -12,6 +27,7 @@ for HTTP providers, so each backend module only has to call them.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
@@ -34,15 +50,75 @@ ASPECTS: tuple[str, ...] = ("16:9", "9:16", "1:1")
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """What to generate. ``image`` is already sanitized PNG (see :mod:`bot.media.images`)."""
+    """What to generate. ``image`` is already sanitized PNG (see :mod:`bot.media.images`).
+
+    ``duration`` is already one the backend accepts (``Capabilities.duration_for``).
+    """
 
     prompt: str
     duration: float  # seconds
     aspect: str = "16:9"  # "16:9" | "9:16" | "1:1"
     seed: int = 0
     image: bytes | None = None
-    #: our job id; backends whose API supports idempotency keys pass it on
+    #: a canonical UUID the worker chose and stored before the first send of this
+    #: submission; the same for every retry of it. Backends pass it on as an idempotency
+    #: key, use it as their job id where the API lets the client choose one (ComfyUI's
+    #: ``prompt_id``), or match it in ``find``.
     idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can make. ``durations`` lists the accepted clip lengths when the
+    model takes only some (e.g. ``(5.0, 10.0)``); empty means any length from
+    ``min_seconds`` to ``max_seconds`` (in whole frames at ``fps`` when that is set)."""
+
+    durations: tuple[float, ...] = ()
+    min_seconds: float = 1.0
+    max_seconds: float = 10.0
+    fps: float | None = None
+    aspects: tuple[str, ...] = ASPECTS
+    image_input: bool = True  # takes a reference image
+    image_required: bool = False  # cannot work from text alone
+    max_prompt_chars: int = 2000
+    #: the clip length the model is made for: slot plans aim at it
+    natural_seconds: float = 5.0
+
+    @property
+    def longest(self) -> float:
+        return max(self.durations) if self.durations else self.max_seconds
+
+    def duration_for(self, wanted: float) -> float | None:
+        """The shortest accepted length that covers ``wanted`` seconds (the cut trims the
+        rest); ``None`` when the backend cannot make a clip that long."""
+        if self.durations:
+            fits = [d for d in sorted(self.durations) if d >= wanted - 1e-6]
+            return fits[0] if fits else None
+        if wanted > self.max_seconds + 1e-6:
+            return None
+        seconds = max(self.min_seconds, wanted)
+        if self.fps:
+            seconds = math.ceil(seconds * self.fps - 1e-6) / self.fps
+        return min(seconds, self.max_seconds)
+
+    def describe(self) -> str:
+        """One line for ``crowdcut doctor`` and the docs."""
+        if self.durations:
+            lengths = " or ".join(f"{d:g}" for d in sorted(self.durations)) + " s"
+        else:
+            lengths = f"{self.min_seconds:g}–{self.max_seconds:g} s"
+            if self.fps:
+                lengths += f" (frames at {self.fps:g} fps)"
+        image = (
+            "needs a reference image"
+            if self.image_required
+            else ("takes a reference image" if self.image_input else "text only")
+        )
+        return (
+            f"clips of {lengths}, natural {self.natural_seconds:g} s; "
+            f"aspects {', '.join(self.aspects)}; {image}; prompts up to "
+            f"{self.max_prompt_chars} characters"
+        )
 
 
 class JobState(StrEnum):
@@ -72,11 +148,34 @@ class Generator(Protocol):
     """A video generator backend. Methods raise :class:`~bot.errors.GeneratorError` only."""
 
     name: str  # backend name stored with each job, e.g. "local"
+    model: str  # what makes the clips, for /clip, credits and the manifest
     max_concurrency: int  # per-backend limit
     clip_seconds: float  # its natural clip length (used for slot plans)
+    capabilities: Capabilities
+    #: whether the provider bills a generation that fails or is refused
+    charges_failures: bool
 
     async def submit(self, request: GenerationRequest) -> str:
-        """Start generating; return the provider's job id."""
+        """Start generating; return the provider's job id. Raises ``OUTCOME_UNKNOWN`` when
+        the request may have been accepted without an answer reaching us."""
+        ...
+
+    async def find(self, request: GenerationRequest, *, since: float) -> str | None:
+        """After ``OUTCOME_UNKNOWN`` (or a crash mid-submit): the provider job id of the job
+        that ``request`` (same ``idempotency_key``) created at or after ``since`` (epoch
+        seconds), or ``None`` when the provider certainly has no such job. Raises
+        ``OUTCOME_UNKNOWN`` when the backend has no way to tell, a transient kind when the
+        lookup itself failed."""
+        ...
+
+    async def wait(self, job_id: str, timeout: float) -> None:
+        """Return when the job may have changed, at most ``timeout`` seconds from now (a
+        backend with push events returns early; a polled one sleeps)."""
+        ...
+
+    async def check(self) -> str:
+        """Check the backend answers and is set up right without spending money; return
+        one line for ``crowdcut doctor``. Raises ``GeneratorError`` or ``ConfigError``."""
         ...
 
     async def poll(self, job_id: str) -> JobStatus:
@@ -94,6 +193,32 @@ class Generator(Protocol):
     async def aclose(self) -> None:
         """Release sessions, tasks and processes. Jobs stay on the provider's side."""
         ...
+
+
+class GeneratorBase:
+    """Defaults for the optional parts of :class:`Generator`; backends subclass it."""
+
+    name = "base"
+    model = "unknown"
+    max_concurrency = 1
+    clip_seconds = 5.0
+    capabilities = Capabilities()
+    charges_failures = False
+
+    async def find(self, request: GenerationRequest, *, since: float) -> str | None:
+        raise GeneratorError(
+            GeneratorErrorKind.OUTCOME_UNKNOWN,
+            f"{self.name} cannot look up a job it may have accepted",
+        )
+
+    async def wait(self, job_id: str, timeout: float) -> None:
+        await asyncio.sleep(timeout)
+
+    async def check(self) -> str:
+        return f"{self.name}: {self.model}"
+
+    async def aclose(self) -> None:
+        return None
 
 
 def get_setting(settings_like: Any, name: str, default: Any = None) -> Any:
