@@ -168,3 +168,40 @@ def m001_initial(db: Database) -> None:
         not_null={"action", "at"},
     )
     db["audit_log"].create_index(["guild_id", "at"])
+
+
+@migrations()
+def m002_generators(db: Database) -> None:
+    """Real backends: the submission key chosen before each send, the model that made a
+    clip, the length asked of the provider, a project's own backend, and the spend ledger."""
+    jobs = db["jobs"]
+    jobs.add_column("submit_key", str)  # UUID of the current submission, stored before sending
+    jobs.add_column("tries", int, not_null_default=0)  # claims, for the backoff of submit failures
+    jobs.add_column("model", str)
+    jobs.add_column("requested_seconds", float)  # what the provider was asked for
+    db["projects"].add_column("backend", str)  # a moderator's choice; null: the configured order
+    # one row per charge: a confirmed submission costs its price; a failure the provider
+    # does not bill is a negative row; `refused` rows do not count against a member's budget
+    db["ledger"].create(
+        {
+            "id": int,
+            "job_id": int,
+            "project_id": int,
+            "guild_id": int,
+            "member_id": int,
+            "backend": str,
+            "model": str,
+            "kind": str,  # generation | refund
+            "seconds": float,
+            "amount": float,
+            "currency": str,
+            "refused": int,
+            "at": float,
+        },
+        pk="id",
+        not_null={"backend", "kind", "amount", "at"},
+        defaults={"refused": 0},
+    )
+    db["ledger"].create_index(["project_id"])
+    db["ledger"].create_index(["member_id", "at"])
+    db["ledger"].create_index(["job_id"])
