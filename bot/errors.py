@@ -111,6 +111,9 @@ class GeneratorError(CrowdcutError):
     """A generator backend failed, normalized to a ``kind``.
 
     ``retry_after`` (seconds) is set when the provider said when to come back.
+    ``max_submissions`` caps how many times in all a job may be submitted when a
+    generation fails this way (Runway's ``INTERNAL.BAD_OUTPUT`` is worth one more try,
+    not five); ``None`` leaves it to ``RETRY_MAX_ATTEMPTS``.
     """
 
     def __init__(
@@ -119,11 +122,13 @@ class GeneratorError(CrowdcutError):
         message: str,
         *,
         retry_after: float | None = None,
+        max_submissions: int | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = GeneratorErrorKind(kind)
         self.message = message
         self.retry_after = retry_after
+        self.max_submissions = max_submissions
 
     @property
     def transient(self) -> bool:
