@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.core.voting import VoteRules
-from bot.generators import create_generator
+from bot.generators import create_generators
 from bot.generators.base import Generator
 from bot.media.ffmpeg import resolve_ffmpeg
 from bot.settings import Settings
@@ -23,7 +23,8 @@ class App:
     settings: Settings
     store: AsyncStore
     media: MediaStore
-    generator: Generator
+    #: the configured backends, in order of preference (``GENERATORS``)
+    generators: dict[str, Generator]
     ffmpeg: str
     rules: VoteRules = field(init=False)
 
@@ -37,18 +38,34 @@ class App:
         )
 
     @property
+    def generator(self) -> Generator:
+        """The first backend: the one new jobs go to unless it is down."""
+        return next(iter(self.generators.values()))
+
+    @property
     def tmp_dir(self) -> Path:
         p = self.settings.data_dir / "tmp"
         p.mkdir(parents=True, exist_ok=True)
         return p
 
     async def aclose(self) -> None:
-        await self.generator.aclose()
+        for generator in self.generators.values():
+            try:
+                await generator.aclose()
+            except Exception:
+                log.exception("closing the %s generator failed", generator.name)
         await self.store.aclose()
 
 
-def build_app(settings: Settings, *, generator: Generator | None = None) -> App:
-    """Build the ``App`` for ``settings``. Raises ``ConfigError`` on unusable settings."""
+def build_app(
+    settings: Settings,
+    *,
+    generator: Generator | None = None,
+    generators: dict[str, Generator] | None = None,
+) -> App:
+    """Build the ``App`` for ``settings``. Raises ``ConfigError`` on unusable settings.
+
+    ``generator`` or ``generators`` replace the configured backends (tests, benchmarks)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ffmpeg = resolve_ffmpeg(settings.ffmpeg_binary or None)
     store = AsyncStore(settings.db_path)
@@ -56,5 +73,8 @@ def build_app(settings: Settings, *, generator: Generator | None = None) -> App:
     swept = media.sweep_temp()
     if swept:
         log.info("removed %d half-written media files left by a crash", swept)
-    gen = generator or create_generator(settings.generator, settings)
-    return App(settings=settings, store=store, media=media, generator=gen, ffmpeg=ffmpeg)
+    if generator is not None:
+        generators = {generator.name: generator}
+    if generators is None:
+        generators = create_generators(settings.generator_names, settings)
+    return App(settings=settings, store=store, media=media, generators=generators, ffmpeg=ffmpeg)

@@ -42,6 +42,7 @@ def demo_settings(out: Path) -> Settings:
         video_height=360,
         clip_seconds=4.0,
         status_edit_seconds=1.0,
+        local_test_hooks=True,  # a demo, not a server: [fail:…] and [slow] work here
     )
 
 

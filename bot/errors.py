@@ -8,6 +8,7 @@
      │    ├── InvalidImage          reference image refused (type, size, pixels, broken)
      │    ├── InvalidClip           a generated clip that is not usable video
      │    ├── QuotaExceeded         too many jobs waiting for one member
+     │    ├── BudgetExceeded        the project's or the member's daily budget is spent
      │    ├── PermissionDenied      not a moderator, not the author
      │    ├── NotFound              no such job / clip / project
      │    └── InvalidState          e.g. prompting into a closed project
@@ -50,6 +51,15 @@ class InvalidClip(UserFacingError):
 
 class QuotaExceeded(UserFacingError):
     """The member has too many jobs waiting."""
+
+
+class BudgetExceeded(UserFacingError):
+    """A new prompt would take a project or a member over their budget (``scope``:
+    "project" or "member"); nothing was spent or queued."""
+
+    def __init__(self, message: str, *, scope: str) -> None:
+        super().__init__(message)
+        self.scope = scope
 
 
 class PermissionDenied(UserFacingError):

@@ -38,7 +38,7 @@ def _setting(
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """All of crowdcut's configuration. Field names are the upper-cased env names."""
 
@@ -83,7 +83,27 @@ class Settings:
     database_path: Path | None = _setting(None, "SQLite file; default DATA_DIR/crowdcut.db.")
 
     # --- generation ---
-    generator: str = _setting("local", "Video generator backend.", choices=("local",))
+    generator: str = _setting(
+        "local",
+        "Video generator backend: local (the stand-in), comfyui, fal, replicate or runway. "
+        "GENERATORS, when set, wins.",
+    )
+    generators: str = _setting(
+        "",
+        "Several backends in order of preference, comma-separated (e.g. comfyui,fal): new jobs "
+        "go to the first, or to the next while the first is down; a project may name its own.",
+    )
+    failover_seconds: float = _setting(
+        120.0,
+        "How long a backend must be unavailable before new jobs go to the next one in GENERATORS.",
+        minimum=0.0,
+    )
+    job_stall_seconds: float = _setting(
+        3600.0,
+        "How long a job the generator accepted may go without an answer about it before it "
+        "fails (it is never submitted twice).",
+        minimum=1.0,
+    )
     generator_concurrency: int = _setting(
         2, "Jobs generating at once, over all backends.", minimum=1
     )
@@ -101,6 +121,123 @@ class Settings:
     poll_seconds: float = _setting(1.0, "How often a running job is polled.", minimum=0.05)
     local_work_dir: Path | None = _setting(
         None, "Work folder of the local generator; default DATA_DIR/local-generator."
+    )
+    local_test_hooks: bool = _setting(
+        False,
+        "Let prompts drive the local generator's failure hooks ([fail:auth], [slow], ...). "
+        "For the demo and tests only: on a real server any member could trigger them.",
+    )
+
+    # --- costs and budgets ---
+    prices: str = _setting(
+        "fal=0.07/s,replicate=0.35/job,runway=0.05/s,comfyui=0,local=0",
+        "What each backend charges, comma-separated: backend=price/s (per second of video "
+        "asked of the provider) or backend=price/job; 0 is free, and so is a backend not listed.",
+    )
+    currency: str = _setting(
+        "USD", "Currency of PRICES and the budgets (a code: USD, EUR, GBP...)."
+    )
+    project_budget: float = _setting(
+        0.0, "Most one project may spend on generation; 0 = no limit.", minimum=0.0
+    )
+    member_daily_budget: float = _setting(
+        0.0,
+        "Most one member's prompts may spend per UTC day (refused content does not count); "
+        "0 = no limit.",
+        minimum=0.0,
+    )
+
+    def __post_init__(self) -> None:
+        from bot.core.costs import parse_prices
+
+        parse_prices(self.prices)  # a ConfigError names PRICES and the entry it cannot read
+
+    # --- Runway ---
+    runwayml_api_secret: str = _setting(
+        "",
+        "Runway API key (the name Runway's SDK reads), for the runway backend.",
+        secret=True,
+    )
+    runway_model: str = _setting(
+        "gen4_turbo",
+        "Runway model: gen4_turbo (needs a reference image), gen4.5, veo3.1, veo3.1_fast or veo3.",
+    )
+    runway_api_base: str = _setting(
+        "https://api.dev.runwayml.com", "Runway API base URL (a proxy, or a test server)."
+    )
+    runway_api_version: str = _setting(
+        "2024-11-06", "Runway API version, sent as the X-Runway-Version header."
+    )
+
+    # --- Replicate ---
+    replicate_api_token: str = _setting(
+        "", "Replicate API token, for the replicate backend.", secret=True
+    )
+    replicate_model: str = _setting(
+        "kwaivgi/kling-v1.6-standard",
+        "Replicate video model as owner/name (kwaivgi/kling-v1.6-standard, "
+        "bytedance/seedance-1-lite, wan-video/wan-2.2-t2v-fast, minimax/hailuo-02...).",
+    )
+    replicate_version: str = _setting(
+        "", "Replicate model version id; when set it wins over REPLICATE_MODEL's latest."
+    )
+    replicate_inputs: str = _setting(
+        "",
+        "Override of how a request maps onto the model's inputs: field=input_name pairs "
+        "(fields: prompt, image, duration, frames, fps, aspect, seed) or a JSON object; "
+        "needed for a model without a built-in preset.",
+    )
+    replicate_durations: str = _setting(
+        "",
+        "Clip lengths the model accepts, in seconds: a list (5,10) or a range (2-12); "
+        "needed for a model without a built-in preset.",
+    )
+    replicate_fps: float = _setting(
+        0.0, "Frame rate of a model that takes a frame count; 0 = the preset's.", minimum=0.0
+    )
+    replicate_aspects: str = _setting(
+        "", "Aspect ratios the model makes, comma-separated; empty = the preset's."
+    )
+    replicate_api_base: str = _setting(
+        "https://api.replicate.com/v1", "Replicate API base URL (a proxy, or a test server)."
+    )
+    replicate_data_uri_max_bytes: int = _setting(
+        256 * 1024,
+        "Largest reference image sent inline as a data URI; larger ones go through "
+        "Replicate's files API.",
+        minimum=0,
+    )
+
+    # --- fal ---
+    fal_key: str = _setting("", "fal.ai API key, for the fal backend.", secret=True)
+    fal_model: str = _setting(
+        "fal-ai/kling-video/v2.1/standard/image-to-video",
+        "fal endpoint that makes the clips (a Kling, Wan, Veo, Hailuo or LTX endpoint id).",
+    )
+    fal_text_model: str = _setting(
+        "",
+        "fal endpoint for prompts without a reference image; empty: FAL_MODEL makes them "
+        "(an image-to-video FAL_MODEL then needs an image).",
+    )
+    fal_inputs: str = _setting(
+        "",
+        "Input names of an endpoint without a built-in preset (or overrides), e.g. "
+        "prompt=prompt,image=image_url,duration=duration,aspect=aspect_ratio.",
+    )
+    fal_durations: str = _setting(
+        "",
+        "Durations the endpoint's duration input accepts, as sent (e.g. 5,10 or 4s,8s); "
+        "empty: the preset's.",
+    )
+    fal_queue_url: str = _setting(
+        "https://queue.fal.run", "fal queue API base URL (a proxy, or a test server)."
+    )
+    fal_api_url: str = _setting(
+        "https://api.fal.ai/v1",
+        "fal Platform API base URL, used to look up a request whose submit answer was lost.",
+    )
+    fal_concurrency: int = _setting(
+        2, "Requests the fal backend runs at once (fal starts new accounts at 2).", minimum=1
     )
 
     # --- prompts and images ---
@@ -134,6 +271,25 @@ class Settings:
     )
 
     # ------------------------------------------------------------------ helpers
+    def __repr__(self) -> str:
+        """Every setting, with secrets shown only as set or not set."""
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret"):
+                shown = "'[set]'" if value else "''"
+            else:
+                shown = repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"Settings({', '.join(parts)})"
+
+    @property
+    def generator_names(self) -> list[str]:
+        """The configured backends, in order of preference."""
+        raw = self.generators or self.generator
+        names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+        return list(dict.fromkeys(names)) or ["local"]
+
     @property
     def db_path(self) -> Path:
         return self.database_path or self.data_dir / "crowdcut.db"

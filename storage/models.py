@@ -54,6 +54,7 @@ class Project:
     voting_ends_at: float | None = None
     approved_by: int | None = None
     approved_at: float | None = None
+    backend: str | None = None  # a moderator's choice of generator; None: the configured order
 
 
 @dataclass
@@ -93,6 +94,25 @@ class Job:
     finished_at: float | None = None
     status_message_id: int | None = None
     moderation_message_id: int | None = None
+    #: UUID of the current submission, stored before it is sent (see the worker)
+    submit_key: str | None = None
+    #: times the job was claimed for a submission (drives the backoff of submit failures);
+    #: ``attempts`` counts the submissions a provider confirmed
+    tries: int = 0
+    model: str | None = None
+    requested_seconds: float | None = None  # the length asked of the provider
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One ledger row to write with a job's change (see ``Store.set_provider_job_id``)."""
+
+    backend: str
+    model: str | None
+    kind: str  # "generation" | "refund"
+    seconds: float
+    amount: float
+    currency: str
 
 
 @dataclass

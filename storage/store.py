@@ -33,6 +33,7 @@ from storage.models import (
     RUNNING,
     SUBMITTED,
     AuditEntry,
+    Charge,
     Clip,
     Cut,
     Job,
@@ -231,6 +232,21 @@ class Store:
             },
         )
         return self.get_project(project_id)  # type: ignore[return-value]
+
+    def set_project_backend(self, project_id: int, backend: str | None) -> Project:
+        """A moderator's choice of generator for a project's new jobs (None: the default)."""
+        self._update("projects", project_id, {"backend": backend})
+        return self.get_project(project_id)  # type: ignore[return-value]
+
+    @reader
+    def project_backends(self, project_ids: Iterable[int]) -> dict[int, str | None]:
+        ids = list(set(project_ids))
+        if not ids:
+            return {}
+        rows = self.db.execute(
+            f"select id, backend from projects where id in ({','.join('?' * len(ids))})", ids
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
 
     @reader
     def projects_due_to_close(self, now: float) -> list[Project]:
@@ -479,22 +495,76 @@ class Store:
             )
         }
 
-    def claim_job(self, job_id: int, backend: str) -> Job | None:
-        """queued → submitted, only if still queued (a cancel may have won). None if not."""
+    def claim_job(
+        self,
+        job_id: int,
+        backend: str,
+        *,
+        submit_key: str | None = None,
+        model: str | None = None,
+        requested_seconds: float | None = None,
+    ) -> Job | None:
+        """queued → submitted, only if still queued (a cancel may have won). None if not.
+
+        ``submit_key`` is the UUID this submission will carry; it is stored here, before
+        anything is sent, so that a crash mid-send can be resolved by looking it up."""
         with self.db.atomic():
             cur = self.db.execute(
-                "update jobs set state = ?, backend = ?, attempts = attempts + 1, "
-                "submitted_at = ?, provider_job_id = null, progress = 0, error = null "
-                "where id = ? and state = ?",
-                [SUBMITTED, backend, self._now(), job_id, QUEUED],
+                "update jobs set state = ?, backend = ?, tries = tries + 1, submitted_at = ?, "
+                "provider_job_id = null, progress = 0, error = null, submit_key = ?, "
+                "model = ?, requested_seconds = ? where id = ? and state = ?",
+                [
+                    SUBMITTED,
+                    backend,
+                    self._now(),
+                    submit_key,
+                    model,
+                    requested_seconds,
+                    job_id,
+                    QUEUED,
+                ],
             )
             if cur.rowcount != 1:
                 return None
         return self.get_job(job_id)
 
-    def set_provider_job_id(self, job_id: int, provider_job_id: str) -> None:
-        self.db.execute(
-            "update jobs set provider_job_id = ? where id = ?", [provider_job_id, job_id]
+    def set_provider_job_id(
+        self, job_id: int, provider_job_id: str, *, charge: Charge | None = None
+    ) -> None:
+        """The provider confirmed a submission: store its job id, count the submission, and
+        write its ledger row, in one transaction. Stored whatever the job's state (a job
+        canceled meanwhile still has to be canceled at the provider)."""
+        with self.db.atomic():
+            self.db.execute(
+                "update jobs set provider_job_id = ?, attempts = attempts + 1 where id = ?",
+                [provider_job_id, job_id],
+            )
+            if charge is not None:
+                self._ledger_row(job_id, charge)
+
+    def _ledger_row(self, job_id: int, charge: Charge, *, refused: bool = False) -> None:
+        row = self.db.execute(
+            "select j.project_id, p.guild_id, j.member_id from jobs j "
+            "join projects p on p.id = j.project_id where j.id = ?",
+            [job_id],
+        ).fetchone()
+        project_id, guild_id, member_id = row if row else (None, None, None)
+        self._insert(
+            "ledger",
+            {
+                "job_id": job_id,
+                "project_id": project_id,
+                "guild_id": guild_id,
+                "member_id": member_id,
+                "backend": charge.backend,
+                "model": charge.model,
+                "kind": charge.kind,
+                "seconds": charge.seconds,
+                "amount": charge.amount,
+                "currency": charge.currency,
+                "refused": int(refused),
+                "at": self._now(),
+            },
         )
 
     def mark_running(self, job_id: int, progress: float | None) -> None:
@@ -505,21 +575,50 @@ class Store:
         )
 
     def requeue_job(
-        self, job_id: int, *, next_attempt_at: float, error: str, error_kind: str
+        self,
+        job_id: int,
+        *,
+        next_attempt_at: float,
+        error: str,
+        error_kind: str,
+        refund: Charge | None = None,
     ) -> bool:
-        cur = self.db.execute(
-            "update jobs set state = ?, next_attempt_at = ?, error = ?, error_kind = ?, "
-            "provider_job_id = null, progress = null where id = ? and state in (?, ?)",
-            [QUEUED, next_attempt_at, error, error_kind, job_id, SUBMITTED, RUNNING],
-        )
+        """Back to the queue for a *new* submission (the last one never reached the
+        provider, or the provider reported it failed, or its output is gone for good).
+        ``refund`` is written when the provider does not bill the failed generation."""
+        with self.db.atomic():
+            cur = self.db.execute(
+                "update jobs set state = ?, next_attempt_at = ?, error = ?, error_kind = ?, "
+                "provider_job_id = null, submit_key = null, progress = null "
+                "where id = ? and state in (?, ?)",
+                [QUEUED, next_attempt_at, error, error_kind, job_id, SUBMITTED, RUNNING],
+            )
+            if cur.rowcount == 1 and refund is not None:
+                self._ledger_row(job_id, refund)
         return cur.rowcount == 1
 
-    def fail_job(self, job_id: int, *, error: str, error_kind: str) -> bool:
-        cur = self.db.execute(
-            "update jobs set state = ?, error = ?, error_kind = ?, finished_at = ? "
-            "where id = ? and state in (?, ?, ?)",
-            [FAILED, error, error_kind, self._now(), job_id, *ACTIVE_JOB_STATES],
-        )
+    def fail_job(
+        self,
+        job_id: int,
+        *,
+        error: str,
+        error_kind: str,
+        refund: Charge | None = None,
+        refused: bool = False,
+    ) -> bool:
+        """Fail an active job for good. ``refund`` as in :meth:`requeue_job`; ``refused``
+        marks the job's ledger rows so refused content does not count against the member."""
+        with self.db.atomic():
+            cur = self.db.execute(
+                "update jobs set state = ?, error = ?, error_kind = ?, finished_at = ? "
+                "where id = ? and state in (?, ?, ?)",
+                [FAILED, error, error_kind, self._now(), job_id, *ACTIVE_JOB_STATES],
+            )
+            if cur.rowcount == 1:
+                if refund is not None:
+                    self._ledger_row(job_id, refund)
+                if refused:
+                    self.db.execute("update ledger set refused = 1 where job_id = ?", [job_id])
         return cur.rowcount == 1
 
     def cancel_job(self, job_id: int) -> Job | None:
@@ -939,6 +1038,138 @@ class Store:
                 limit=limit,
             )
         ]
+
+    # ------------------------------------------------------------------ ledger
+    # One row per charge (see m002): a confirmed submission at its price, a negative
+    # ``refund`` row for a failure the provider does not bill; ``refused`` marks the rows
+    # of a job whose content the provider refused (they do not count against the member).
+    def record_charge(
+        self,
+        job_id: int,
+        *,
+        backend: str,
+        model: str | None,
+        kind: str,
+        seconds: float | None,
+        amount: float,
+        currency: str,
+        refused: bool = False,
+        at: float | None = None,
+    ) -> int:
+        """Write one ledger row for a job; returns its id. It opens no transaction of its
+        own: call it inside the ``db.atomic()`` of the change that causes the charge."""
+        row = self.db.execute(
+            "select j.project_id, p.guild_id, j.member_id from jobs j "
+            "left join projects p on p.id = j.project_id where j.id = ?",
+            [job_id],
+        ).fetchone()
+        project_id, guild_id, member_id = row if row else (None, None, None)
+        return self._insert(
+            "ledger",
+            {
+                "job_id": job_id,
+                "project_id": project_id,
+                "guild_id": guild_id,
+                "member_id": member_id,
+                "backend": backend,
+                "model": model,
+                "kind": kind,
+                "seconds": seconds,
+                "amount": amount,
+                "currency": currency,
+                "refused": int(refused),
+                "at": self._now() if at is None else at,
+            },
+        )
+
+    @reader
+    def spent(
+        self,
+        *,
+        project_id: int | None = None,
+        member_id: int | None = None,
+        since: float | None = None,
+        count_refused: bool = True,
+    ) -> float:
+        """The ledger's sum for a project and/or a member (refunds included), from
+        ``since`` (epoch seconds) on; ``count_refused=False`` leaves out refused content."""
+        where, args = ["1=1"], []
+        for column, value in (("project_id", project_id), ("member_id", member_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("at >= ?")
+            args.append(since)
+        if not count_refused:
+            where.append("refused = 0")
+        row = self.db.execute(
+            f"select coalesce(sum(amount), 0) from ledger where {' and '.join(where)}", args
+        ).fetchone()
+        return float(row[0])
+
+    @reader
+    def uncharged_jobs(
+        self, *, project_id: int | None = None, member_id: int | None = None
+    ) -> list[Job]:
+        """Active jobs of a project or of a member (either matches) whose current
+        submission is not charged yet: queued, or sent without the provider's job id (the
+        charge is written with that id). Budgets count them at their estimated price."""
+        who, args = [], []
+        for column, value in (("project_id", project_id), ("member_id", member_id)):
+            if value is not None:
+                who.append(f"{column} = ?")
+                args.append(value)
+        if not who:
+            return []
+        return [
+            from_row(Job, r)
+            for r in self._rows(
+                "jobs",  # type: ignore[misc]
+                f"({' or '.join(who)}) and state in (?,?,?) and provider_job_id is null",
+                [*args, *ACTIVE_JOB_STATES],
+                order_by="id",
+            )
+        ]
+
+    @reader
+    def ledger_totals(
+        self, guild_id: int, *, project_id: int | None = None, since: float | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Spend of a guild, from ``since`` on: ``projects`` (every project of the guild),
+        and ``members`` and ``backends`` (of ``project_id`` when given, else the guild).
+        Each row has ``amount`` (refunds netted), ``generations`` (charged submissions) and
+        ``refused`` (the part of ``amount`` spent on refused content); backends also have
+        ``seconds`` (of video asked for) and members ``member_id``."""
+        where, args = "guild_id = ?", [guild_id]
+        if since is not None:
+            where += " and at >= ?"
+            args.append(since)
+        sums = (
+            "coalesce(sum(amount), 0) as amount, "
+            "sum(kind = 'generation') as generations, "
+            "coalesce(sum(case when refused then amount else 0 end), 0) as refused, "
+            "coalesce(sum(case when kind = 'generation' then seconds else 0 end), 0) as seconds"
+        )
+        scoped, scoped_args = where, list(args)
+        if project_id is not None:
+            scoped += " and project_id = ?"
+            scoped_args.append(project_id)
+
+        def grouped(column: str, w: str, a: list[Any]) -> list[dict[str, Any]]:
+            return list(
+                self.db.query(
+                    f"select {column}, {sums} from ledger where {w} "
+                    f"group by {column} order by amount desc, {column}",
+                    a,
+                )
+            )
+
+        return {
+            "projects": grouped("project_id", where, args),
+            "members": grouped("member_id", scoped, scoped_args),
+            "backends": grouped("backend", scoped, scoped_args),
+        }
 
     # ------------------------------------------------------------------ stats
     @reader

@@ -24,6 +24,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         status_edit_seconds=0.2,
         video_width=320,
         video_height=180,
+        local_test_hooks=True,
     )
     base.update(overrides)
     return Settings.load(env={}, env_file=None, **base)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bot.errors import ConfigError, GeneratorError, GeneratorErrorKind
+from bot.errors import TRANSIENT_KINDS, ConfigError, GeneratorError, GeneratorErrorKind
 from bot.generators import create_generator
 from bot.generators.base import GenerationRequest, Generator, JobState, JobStatus
 from bot.generators.local import LocalGenerator, choose_look
@@ -23,7 +23,12 @@ SMALL = {"16:9": (320, 180), "9:16": (180, 320), "1:1": (240, 240)}
 
 
 def make_generator(work_dir: Path, **kwargs: object) -> LocalGenerator:
-    options: dict[str, object] = {"sizes": SMALL, "max_concurrency": 2, "threads": 1}
+    options: dict[str, object] = {
+        "sizes": SMALL,
+        "max_concurrency": 2,
+        "threads": 1,
+        "test_hooks": True,
+    }
     options.update(kwargs)
     return LocalGenerator(work_dir, **options)  # type: ignore[arg-type]
 
@@ -323,7 +328,7 @@ async def test_a_fail_hook_fails_the_job_with_that_kind(gen, kind):
     status = await finish(gen, job_id)
     assert status.state == JobState.FAILED
     assert status.error is not None and status.error.kind == kind
-    assert status.error.transient == (kind in ("rate_limited", "unavailable", "unknown"))
+    assert status.error.transient == (kind in TRANSIENT_KINDS)
 
 
 async def test_a_failure_is_remembered_across_restarts(tmp_path):
@@ -390,6 +395,8 @@ async def test_create_generator_reads_crowdcut_settings(tmp_path):
     generator = create_generator(settings.generator, settings)
     try:
         assert generator.work_dir == settings.generator_work_dir
+        # on a real server no member may drive the failure hooks
+        assert not settings.local_test_hooks and not generator.test_hooks
     finally:
         await generator.aclose()
 

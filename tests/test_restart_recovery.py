@@ -27,6 +27,7 @@ def worker_env(data_dir: Path) -> dict[str, str]:
         BACKEND_CONCURRENCY="2",
         RETRY_BASE_SECONDS="0.1",
         LOG_LEVEL="INFO",
+        LOCAL_TEST_HOOKS="true",
     )
     return env
 
@@ -110,24 +111,84 @@ def test_a_killed_worker_resumes_and_nothing_is_lost_or_doubled(tmp_path):
     assert not list((data / "media").rglob("*.tmp"))
 
 
-def test_a_job_claimed_but_never_acknowledged_is_queued_again(tmp_path):
-    data = tmp_path / "data"
-    store = Store(data / "crowdcut.db")
+def _one_job(store: Store, prompt: str) -> tuple[int, int]:
     p = store.create_project(
         guild_id=1, channel_id=2, title="r", created_by=9, slot_plan=[Slot(0, 0, 1)], state="open"
     )
     job = store.add_job(
         project_id=p.id,
         member_id=1,
-        prompt="never acked",
+        prompt=prompt,
         channel_id=2,
         duration=1.0,
         aspect="16:9",
         seed=1,
     )
-    store.claim_job(job.id, "local")  # the process died before the provider answered
+    return p.id, job.id
+
+
+def _submissions(data: Path) -> int:
+    """How many jobs the local generator (the provider here) received."""
+    work = data / "local-generator"
+    return sum(1 for d in work.iterdir() if d.name.startswith("loc-")) if work.is_dir() else 0
+
+
+def test_a_job_claimed_before_submission_keys_existed_is_queued_again(tmp_path):
+    data = tmp_path / "data"
+    store = Store(data / "crowdcut.db")
+    project_id, job_id = _one_job(store, "never acked")
+    store.claim_job(job_id, "local")  # no key: nothing can have been sent with it
     proc = start_worker(data, tmp_path / "w.log", "--until-idle")
     assert proc.wait(timeout=120) == 0, (tmp_path / "w.log").read_text()
-    done = store.get_job(job.id)
-    assert done.state == "done" and done.attempts == 2
-    assert len(store.project_clips(p.id)) == 1
+    done = store.get_job(job_id)
+    assert done.state == "done" and done.attempts == 1 and done.tries == 2
+    assert len(store.project_clips(project_id)) == 1
+    assert _submissions(data) == 1
+
+
+def test_a_crash_after_the_provider_accepted_but_before_its_id_was_stored_pays_once(tmp_path):
+    import asyncio
+
+    from bot.generators.base import GenerationRequest
+    from bot.generators.local import LocalGenerator
+
+    data = tmp_path / "data"
+    store = Store(data / "crowdcut.db")
+    project_id, job_id = _one_job(store, "sent, then the process died")
+    key = "7d6f8a52-3f0e-4c1b-9a77-0e2f7c1d5b10"
+    store.claim_job(job_id, "local", submit_key=key, requested_seconds=1.0)
+
+    async def the_send_that_got_through() -> str:
+        gen = LocalGenerator(data / "local-generator")
+        try:
+            return await gen.submit(
+                GenerationRequest(
+                    prompt="sent, then the process died", duration=1.0, seed=1, idempotency_key=key
+                )
+            )
+        finally:
+            await gen.aclose()
+
+    provider_id = asyncio.run(the_send_that_got_through())
+    assert store.get_job(job_id).provider_job_id is None  # what the crash left
+
+    proc = start_worker(data, tmp_path / "w.log", "--until-idle")
+    assert proc.wait(timeout=120) == 0, (tmp_path / "w.log").read_text()
+    done = store.get_job(job_id)
+    assert done.state == "done" and done.provider_job_id == provider_id
+    assert done.attempts == 1 and _submissions(data) == 1
+    assert len(store.project_clips(project_id)) == 1
+    assert "the generator had the submission" in (tmp_path / "w.log").read_text()
+
+
+def test_a_crash_before_the_send_is_looked_up_then_sent_once(tmp_path):
+    data = tmp_path / "data"
+    store = Store(data / "crowdcut.db")
+    project_id, job_id = _one_job(store, "claimed, never sent")
+    store.claim_job(job_id, "local", submit_key="0b8e1f0c-5a7d-4e44-8f5e-2c9d3b7a6e11")
+    proc = start_worker(data, tmp_path / "w.log", "--until-idle")
+    assert proc.wait(timeout=120) == 0, (tmp_path / "w.log").read_text()
+    done = store.get_job(job_id)
+    assert done.state == "done" and done.attempts == 1 and done.tries == 1
+    assert _submissions(data) == 1
+    assert len(store.project_clips(project_id)) == 1

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 #: backend name -> "module:factory"; the factory takes the settings and returns a Generator
 BACKENDS: Mapping[str, str] = {
     "local": "bot.generators.local:from_settings",
+    "fal": "bot.generators.fal:from_settings",
+    "replicate": "bot.generators.replicate:from_settings",
+    "runway": "bot.generators.runway:from_settings",
 }
 
 
@@ -45,13 +48,19 @@ def create_generator(name: str, settings_like: Mapping[str, Any] | object) -> Ge
     target = BACKENDS.get(key)
     if target is None:
         raise ConfigError(
-            f"GENERATOR={name!r} is not valid: allowed values are {', '.join(sorted(BACKENDS))}."
+            f"GENERATOR={name!r} is not valid: allowed values are {', '.join(sorted(BACKENDS))}"
+            " (GENERATORS takes several, comma-separated)."
         )
     module_name, _, factory_name = target.partition(":")
     module = importlib.import_module(module_name)
     generator = getattr(module, factory_name)(settings_like)
     log.info("video generator: %s", generator.name)
     return generator
+
+
+def create_generators(names: list[str], settings_like: Mapping[str, Any] | object) -> dict[str, Generator]:
+    """Build every backend in ``names`` (the ``GENERATORS`` order), keyed by name."""
+    return {name: create_generator(name, settings_like) for name in names}
 
 
 __all__ = [
@@ -64,6 +73,7 @@ __all__ = [
     "classify_http_error",
     "classify_transport_error",
     "create_generator",
+    "create_generators",
     "get_setting",
     "parse_retry_after",
 ]

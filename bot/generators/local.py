@@ -30,8 +30,8 @@ clips and the same prompt and seed give the same frames (the encode is bit-exact
 reference image the clip is a slow Ken-Burns zoom into the image, blended with the
 prompt's procedural clip.
 
-Test hooks (only when ``test_hooks=True``, the default; with ``False`` these are plain
-prompt text). They are removed from the prompt before it is hashed:
+Test hooks (only when ``test_hooks=True``, which ``LOCAL_TEST_HOOKS`` turns on for the demo
+and the tests; otherwise these are plain prompt text). They are removed from the prompt before it is hashed:
 
 - ``[fail:<kind>]``: the job fails with that :class:`~bot.errors.GeneratorErrorKind`
   (``content_policy``, ``invalid_input``, ``rate_limited``, ``unavailable``, ``auth``,
@@ -67,7 +67,14 @@ from typing import Any
 import ffmpeg
 
 from bot.errors import GeneratorError, GeneratorErrorKind, MediaError
-from bot.generators.base import GenerationRequest, JobState, JobStatus, get_setting
+from bot.generators.base import (
+    Capabilities,
+    GenerationRequest,
+    GeneratorBase,
+    JobState,
+    JobStatus,
+    get_setting,
+)
 from bot.media.ffmpeg import resolve_ffmpeg, run_ffmpeg
 
 log = logging.getLogger(__name__)
@@ -564,7 +571,7 @@ def _fingerprint(request: GenerationRequest) -> str:
 # ------------------------------------------------------------------------------ generator
 
 
-class LocalGenerator:
+class LocalGenerator(GeneratorBase):
     """The embedded procedural generator (a stand-in for a real model; see the module doc).
 
     ``work_dir`` holds one folder per job and must survive restarts. ``ffmpeg`` is the
@@ -573,6 +580,8 @@ class LocalGenerator:
     """
 
     name = "local"
+    model = "crowdcut procedural stand-in (no AI model)"
+    charges_failures = False
 
     def __init__(
         self,
@@ -585,7 +594,7 @@ class LocalGenerator:
         fps: int = DEFAULT_FPS,
         sizes: Mapping[str, tuple[int, int]] | None = None,
         audio: bool = True,
-        test_hooks: bool = True,
+        test_hooks: bool = False,
         threads: int = 2,
         render_timeout: float | None = 600.0,
     ) -> None:
@@ -608,6 +617,15 @@ class LocalGenerator:
         self._progress: dict[str, float] = {}
         self._submit_lock = asyncio.Lock()
         self._closed = False
+        self.capabilities = Capabilities(
+            min_seconds=0.5,
+            max_seconds=self.max_duration,
+            fps=self.fps,
+            aspects=tuple(self.sizes),
+            image_input=True,
+            max_prompt_chars=4000,
+            natural_seconds=self.clip_seconds,
+        )
 
     # -------------------------------------------------------------- protocol
 
@@ -622,8 +640,7 @@ class LocalGenerator:
         self._validate(request)
         async with self._submit_lock:
             if request.idempotency_key:
-                digest = hashlib.sha256(request.idempotency_key.encode("utf-8")).hexdigest()
-                job_id = f"loc-{digest[:24]}"
+                job_id = self._job_id_for(request.idempotency_key)
             else:
                 job_id = f"loc-{secrets.token_hex(10)}"
             fingerprint = _fingerprint(request)
@@ -637,6 +654,19 @@ class LocalGenerator:
         if state[0] == "pending" and job_id not in self._tasks:
             self._start(job_id, record)
         return job_id
+
+    async def find(self, request: GenerationRequest, *, since: float) -> str | None:
+        """The job a submit with this idempotency key stored, or None: the key decides the
+        job id, so the lookup is exact."""
+        if not request.idempotency_key:
+            return await super().find(request, since=since)
+        job_id = self._job_id_for(request.idempotency_key)
+        state, _ = await asyncio.to_thread(self._disk_state, job_id)
+        return None if state == "missing" else job_id
+
+    @staticmethod
+    def _job_id_for(key: str) -> str:
+        return f"loc-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:24]}"
 
     async def poll(self, job_id: str) -> JobStatus:
         """Report the job; a stored job this process is not rendering is resumed."""
@@ -919,7 +949,8 @@ def from_settings(settings: Mapping[str, Any] | object) -> LocalGenerator:
 
     Reads ``generator_work_dir`` (else ``local_work_dir``, else ``DATA_DIR/local-generator``),
     ``ffmpeg_binary``, ``clip_seconds``, and the optional ``local_concurrency`` (default:
-    half the CPU cores, at least 1) and ``local_test_hooks`` (default true).
+    half the CPU cores, at least 1) and ``local_test_hooks`` (default false: on a real
+    server any member could type ``[fail:auth]``).
     """
     work_dir = get_setting(settings, "generator_work_dir") or get_setting(
         settings, "local_work_dir"
@@ -936,7 +967,7 @@ def from_settings(settings: Mapping[str, Any] | object) -> LocalGenerator:
         ffmpeg=resolve_ffmpeg(get_setting(settings, "ffmpeg_binary") or None),
         max_concurrency=int(concurrency),
         clip_seconds=float(get_setting(settings, "clip_seconds", 4.0)),
-        test_hooks=_truthy(get_setting(settings, "local_test_hooks", True)),
+        test_hooks=_truthy(get_setting(settings, "local_test_hooks", False)),
     )
 
 

@@ -1,20 +1,34 @@
 """The generation worker: jobs wait in SQLite and are generated here.
 
 One loop dispatches queued jobs in fair order (``bot.core.queue``) within the global
-and per-backend limits; each dispatched job is driven by its own task: submit,
-poll, download, validate, store. State lives in the database, so the process can
-die at any moment:
+limit and each backend's own (``bot.services.routing`` picks the backend); each
+dispatched job is driven by its own task: submit, follow, download, validate, store.
+State lives in the database, so the process can die at any line.
 
-- a job that was *queued* stays queued;
-- a job that was *submitted* with a stored provider job id is resumed by polling
-  that id (never submitted again);
-- a job claimed but not yet acknowledged by the provider (no id stored) is queued
-  again;
-- a clip row is unique per job, so a finished job yields exactly one clip.
+**Never pay twice.** A generation costs the operator money, so the rules are:
 
-Transient failures (rate limits, outages, garbage answers) are retried with
-exponential backoff up to ``RETRY_MAX_ATTEMPTS``; permanent ones (refused content,
-invalid input, auth) fail at once with the reason.
+- A *submission* gets a UUID (``submit_key``) stored with the claim, before anything is
+  sent; the request carries it (an idempotency key, ComfyUI's ``prompt_id``).
+- Once the provider confirmed a submission, its job id is stored (with its ledger row)
+  and ``attempts`` counts it. From then on every failure to poll or download (429, 5xx,
+  timeouts, a truncated or garbled download) is retried with capped backoff **on that
+  same job id**; the job is never submitted again for it. A provider that stops
+  answering for ``JOB_STALL_SECONDS`` fails the job, still without a second submission.
+- A submit whose outcome is unknown (the request went out, no answer came back), or one
+  cut short by a crash, is resolved with the backend's ``find`` before anything is sent
+  again: found, the job goes on with that id; certainly absent, the same submission is
+  sent again; a backend that cannot tell fails the job and says why.
+- A submit the provider refused with a 429 or 5xx *answer*, or that never connected, did
+  not create a job: it goes back to the queue with backoff, up to ``RETRY_MAX_ATTEMPTS``
+  claims.
+- A generation the provider reports failed (a transient kind) is submitted anew, up to
+  ``RETRY_MAX_ATTEMPTS`` submissions (or the error's own ``max_submissions``).
+- An output whose URL has expired is looked up again for a fresh one; only when it is
+  gone for good is the clip generated again, and the member's status message says why.
+- A clip row is unique per job, so a finished job yields exactly one clip.
+
+What members read about a failure is a fixed sentence per kind (:func:`failure_text`);
+the provider's own words go to the operator's log, with the job id.
 """
 
 from __future__ import annotations
@@ -23,18 +37,24 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from bot.app import App
+from bot.core.costs import cost_of
 from bot.core.queue import Position, backoff_delay, estimate_run_seconds, next_jobs, queue_position
 from bot.errors import GeneratorError, GeneratorErrorKind, InvalidClip, MediaError
-from bot.generators.base import GenerationRequest, JobState
+from bot.generators.base import GenerationRequest, Generator, JobState
 from bot.media.clips import validate_clip
-from storage.models import CANCELED, QUEUED, RUNNING, SUBMITTED, Clip, Job
+from bot.services.routing import BackendRouter
+from storage.models import CANCELED, QUEUED, RUNNING, SUBMITTED, Charge, Clip, Job
 
 log = logging.getLogger(__name__)
+
+K = GeneratorErrorKind
 
 
 class WorkerEvents(Protocol):
@@ -53,6 +73,18 @@ class NoEvents:
         return None
 
 
+class _Done(Exception):
+    """Internal: the job reached a terminal state (or was canceled); stop driving it."""
+
+
+class _FailForGood(Exception):
+    """Internal: fail the job without submitting it again (its generation may be paid)."""
+
+    def __init__(self, error: GeneratorError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 class GenerationWorker:
     """Runs the queue. ``start()`` recovers and begins; ``stop()`` leaves jobs resumable."""
 
@@ -65,25 +97,29 @@ class GenerationWorker:
     ) -> None:
         self.app = app
         self.store = app.store
-        self.generator = app.generator
         self.settings = app.settings
+        self.generators = app.generators
+        self.router = BackendRouter(
+            app.generators, failover_seconds=app.settings.failover_seconds, clock=clock
+        )
         self.events: WorkerEvents = events or NoEvents()
         self.clock = clock
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._task_backend: dict[int, str] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+
+    @property
+    def generator(self) -> Generator:
+        """The first configured backend."""
+        return self.app.generator
 
     # ------------------------------------------------------------------ limits
     @property
     def concurrency(self) -> int:
-        return max(
-            1,
-            min(
-                self.settings.generator_concurrency,
-                self.settings.backend_concurrency,
-                getattr(self.generator, "max_concurrency", 1) or 1,
-            ),
-        )
+        """Jobs generating at once over all backends."""
+        total = sum(max(1, g.max_concurrency or 1) for g in self.generators.values())
+        return max(1, min(self.settings.generator_concurrency, total))
 
     @property
     def in_flight(self) -> int:
@@ -117,14 +153,17 @@ class GenerationWorker:
         for job in await self.store.jobs_by_state(SUBMITTED, RUNNING):
             if job.id in self._tasks:
                 continue
-            if job.provider_job_id:
+            if job.provider_job_id or job.submit_key:
+                # with an id: poll it; with only a key: the send may have happened, so
+                # _drive looks it up before sending anything
                 log.info(
-                    "resuming job %s (provider id %s) after a restart", job.id, job.provider_job_id
+                    "resuming job %s (provider id %s) after a restart",
+                    job.id,
+                    job.provider_job_id or f"unknown, key {job.submit_key}",
                 )
-                self._spawn(job)
+                self._spawn(job, maybe_sent=True)
                 resumed += 1
             else:
-                # claimed, but the provider never acknowledged it: submit it again
                 await self.store.requeue_job(
                     job.id,
                     next_attempt_at=self.clock(),
@@ -148,16 +187,17 @@ class GenerationWorker:
     # ------------------------------------------------------------------ queue info
     async def position(self, job_id: int) -> Position | None:
         """Where a queued job stands and when its clip should be ready."""
-        waiting = await self.store.dispatchable_jobs()
-        last = await self.store.last_dispatch_by_member()
-        recent = await self.store.recent_run_seconds(self.generator.name)
-        run_seconds = estimate_run_seconds(recent, default=self._default_run_seconds())
         job = await self.store.get_job(job_id)
         if job is None:
             return None
+        backend = job.backend or self.generator.name
+        recent = await self.store.recent_run_seconds(backend)
+        run_seconds = estimate_run_seconds(recent, default=self._default_run_seconds(backend))
         if job.state in (SUBMITTED, RUNNING):
             left = run_seconds * (1 - (job.progress or 0))
             return Position(position=0, ahead=0, eta_seconds=max(1.0, left))
+        waiting = await self.store.dispatchable_jobs()
+        last = await self.store.last_dispatch_by_member()
         return queue_position(
             job_id,
             waiting,
@@ -167,8 +207,9 @@ class GenerationWorker:
             last_served=last,
         )
 
-    def _default_run_seconds(self) -> float:
-        return float(getattr(self.generator, "clip_seconds", self.settings.clip_seconds)) * 2
+    def _default_run_seconds(self, backend: str) -> float:
+        gen = self.generators.get(backend) or self.generator
+        return float(getattr(gen, "clip_seconds", self.settings.clip_seconds)) * 2
 
     # ------------------------------------------------------------------ dispatch
     async def _run(self) -> None:
@@ -192,11 +233,13 @@ class GenerationWorker:
         if not waiting:
             return []
         last = await self.store.last_dispatch_by_member()
-        running_by_member: dict[int, int] = {}
+        running_by_member: Counter[int] = Counter()
         for t in self._tasks.values():
             m = getattr(t, "crowdcut_member", None)
             if m is not None:
-                running_by_member[m] = running_by_member.get(m, 0) + 1
+                running_by_member[m] += 1
+        busy = Counter(self._task_backend.values())
+        preferred = await self.store.project_backends(j.project_id for j in waiting)
         started = []
         for job in next_jobs(
             waiting,
@@ -205,21 +248,36 @@ class GenerationWorker:
             last_served=last,
             running_by_member=running_by_member,
         ):
-            claimed = await self.store.claim_job(job.id, self.generator.name)
+            backend = self.router.choose(preferred.get(job.project_id), busy)
+            if backend is None:
+                continue  # its backend is busy: it waits for a free place there
+            gen = self.generators[backend]
+            want = job.duration or self.settings.clip_seconds
+            seconds = gen.capabilities.duration_for(want) or gen.capabilities.longest
+            claimed = await self.store.claim_job(
+                job.id,
+                backend,
+                submit_key=str(uuid.uuid4()),
+                model=gen.model,
+                requested_seconds=seconds,
+            )
             if claimed is None:
                 continue  # canceled in the meantime
+            busy[backend] += 1
             self._spawn(claimed)
             started.append(claimed.id)
             await self._notify(claimed)
         return started
 
-    def _spawn(self, job: Job) -> None:
-        task = asyncio.create_task(self._drive(job), name=f"crowdcut-job-{job.id}")
+    def _spawn(self, job: Job, *, maybe_sent: bool = False) -> None:
+        task = asyncio.create_task(self._drive(job, maybe_sent), name=f"crowdcut-job-{job.id}")
         task.crowdcut_member = job.member_id  # type: ignore[attr-defined]
         self._tasks[job.id] = task
+        self._task_backend[job.id] = job.backend or self.generator.name
 
         def _done(t: asyncio.Task[None], job_id: int = job.id) -> None:
             self._tasks.pop(job_id, None)
+            self._task_backend.pop(job_id, None)
             self._wake.set()
 
         task.add_done_callback(_done)
@@ -227,89 +285,220 @@ class GenerationWorker:
     async def cancel(self, job: Job) -> None:
         """Tell the provider a job was canceled (the database already says so)."""
         task = self._tasks.get(job.id)
-        if job.provider_job_id:
+        gen = self.generators.get(job.backend or "")
+        if job.provider_job_id and gen is not None:
             try:
-                await self.generator.cancel(job.provider_job_id)
+                await gen.cancel(job.provider_job_id)
             except GeneratorError as e:
-                log.warning("could not cancel job %s at the provider: %s", job.id, e)
+                log.warning("could not cancel job %s at the provider: %s", job.id, e.message)
         if task is not None:
             task.cancel()
         self.wake()
 
     # ------------------------------------------------------------------ one job
-    async def _drive(self, job: Job) -> None:
+    async def _drive(self, job: Job, maybe_sent: bool = False) -> None:
+        gen = self.generators.get(job.backend or "")
         try:
-            await self._drive_inner(job)
+            if gen is None:
+                raise _FailForGood(
+                    GeneratorError(
+                        K.INVALID_INPUT,
+                        f"backend {job.backend!r} is no longer configured (GENERATORS)",
+                    )
+                )
+            pid = job.provider_job_id or await self._submit(job, gen, maybe_sent)
+            await self._follow(job, gen, pid)
         except asyncio.CancelledError:
             raise
+        except _Done:
+            return
+        except _FailForGood as e:
+            await self._fail(job, gen, e.error)
         except GeneratorError as e:
-            await self._failed(job, e)
-        except (InvalidClip, MediaError) as e:
-            await self._failed(
-                job,
-                GeneratorError(
-                    GeneratorErrorKind.UNKNOWN,
-                    f"the generator returned a file that is not a usable video ({e})",
-                ),
-            )
-        except Exception as e:
+            await self._generation_failed(job, gen, e)
+        except Exception:
             log.exception("job %s failed unexpectedly", job.id)
-            await self._failed(
-                job, GeneratorError(GeneratorErrorKind.UNKNOWN, f"unexpected error: {e}")
-            )
+            await self._fail(job, gen, GeneratorError(K.UNKNOWN, "unexpected error (see the log)"))
 
-    async def _drive_inner(self, job: Job) -> None:
-        pid = job.provider_job_id
-        if pid is None:
-            pid = await self.generator.submit(await self._request(job))
-            await self.store.set_provider_job_id(job.id, pid)
-        last_progress = -1.0
+    async def _submit(self, job: Job, gen: Generator, maybe_sent: bool) -> str:
+        """Send the job's current submission once and return the provider's job id,
+        resolving a lost answer (or, with ``maybe_sent``, a crash mid-send) by looking
+        it up first."""
+        request = await self._request(job, gen)
+        since = (job.submitted_at or self.clock()) - 60  # clocks differ
+        for _ in range(3):
+            pid = await self._find(job, gen, request, since) if maybe_sent else None
+            if pid is None:
+                try:
+                    pid = await gen.submit(request)
+                except GeneratorError as e:
+                    self._health(gen, e)
+                    if e.kind != K.OUTCOME_UNKNOWN:
+                        raise
+                    log.warning("job %s: %s; looking it up before anything else", job.id, e)
+                    maybe_sent = True
+                    continue
+            self.router.succeeded(gen.name)
+            await self._confirmed(job, gen, pid)
+            return pid
+        raise _FailForGood(
+            GeneratorError(K.OUTCOME_UNKNOWN, "the generator kept dropping the submission")
+        )
+
+    async def _find(
+        self, job: Job, gen: Generator, request: GenerationRequest, since: float
+    ) -> str | None:
+        """The provider's id for the submission, or None when it certainly has none."""
+        failures = 0
+        first = self.clock()
         while True:
-            current = await self.store.get_job(job.id)
-            if current is None or current.state == CANCELED:
-                with contextlib.suppress(GeneratorError):
-                    await self.generator.cancel(pid)
-                return
-            status = await self.generator.poll(pid)
+            await self._check_canceled(job, gen, None)
+            try:
+                found = await gen.find(request, since=since)
+                self.router.succeeded(gen.name)
+                if found:
+                    log.info("job %s: the generator had the submission (id %s)", job.id, found)
+                return found
+            except GeneratorError as e:
+                self._health(gen, e)
+                if e.kind == K.OUTCOME_UNKNOWN or not e.transient:
+                    raise _FailForGood(GeneratorError(K.OUTCOME_UNKNOWN, e.message)) from None
+                failures += 1
+                await self._stall_wait(job, e, failures, first)
+
+    async def _confirmed(self, job: Job, gen: Generator, pid: str) -> None:
+        seconds = job.requested_seconds or job.duration or self.settings.clip_seconds
+        charge = Charge(
+            backend=gen.name,
+            model=gen.model,
+            kind="generation",
+            seconds=seconds,
+            amount=cost_of(self.settings, gen.name, seconds),
+            currency=getattr(self.settings, "currency", "USD"),
+        )
+        await self.store.set_provider_job_id(job.id, pid, charge=charge)
+        log.info("job %s submitted to %s as %s", job.id, gen.name, pid)
+
+    async def _follow(self, job: Job, gen: Generator, pid: str) -> None:
+        """Poll (and download) one provider job until it ends. Transient trouble is
+        retried here, on this id, with backoff: never a second submission."""
+        last_progress = -1.0
+        failures = 0
+        first_failure: float | None = None
+        expired_once = False
+        downloads = 0
+        while True:
+            current = await self._check_canceled(job, gen, pid)
+            try:
+                status = await gen.poll(pid)
+            except GeneratorError as e:
+                self._health(gen, e)
+                if not e.transient:
+                    raise  # refused, gone for good, bad credentials: not worth polling again
+                failures += 1
+                first_failure = first_failure or self.clock()
+                await self._stall_wait(job, e, failures, first_failure)
+                continue
+            self.router.succeeded(gen.name)
+            failures, first_failure = 0, None
             if status.state in (JobState.QUEUED, JobState.RUNNING):
-                p = status.progress if status.progress is not None else None
+                p = status.progress
                 if status.state == JobState.RUNNING and (
                     p is None or p - last_progress >= 0.05 or current.state != RUNNING
                 ):
                     await self.store.mark_running(job.id, p)
                     last_progress = p if p is not None else last_progress
                     await self._notify(await self.store.get_job(job.id))
+                await gen.wait(pid, self.settings.poll_seconds)
             elif status.state == JobState.DONE:
-                await self._finish(job, pid)
-                return
+                try:
+                    await self._finish(job, gen, pid)
+                    return
+                except GeneratorError as e:
+                    if e.kind == K.OUTPUT_EXPIRED:
+                        if expired_once:
+                            raise  # gone for good: _generation_failed makes it again
+                        expired_once = True
+                        log.info("job %s: output URL expired; asking for a fresh one", job.id)
+                        continue
+                    downloads += 1
+                    if not e.transient or downloads >= self.settings.retry_max_attempts:
+                        raise _FailForGood(e) from None
+                    log.warning("job %s: download try %d failed: %s", job.id, downloads, e)
+                    await asyncio.sleep(self._delay(downloads, e))
             elif status.state == JobState.FAILED:
-                raise status.error or GeneratorError(
-                    GeneratorErrorKind.UNKNOWN, "the generator reported a failure"
-                )
+                raise status.error or GeneratorError(K.UNKNOWN, "the generator reported a failure")
             elif status.state == JobState.CANCELED:
                 await self.store.cancel_job(job.id)
                 await self._notify(await self.store.get_job(job.id))
                 return
-            await asyncio.sleep(self.settings.poll_seconds)
 
-    async def _request(self, job: Job) -> GenerationRequest:
+    async def _check_canceled(self, job: Job, gen: Generator, pid: str | None) -> Job:
+        current = await self.store.get_job(job.id)
+        if current is None or current.state == CANCELED:
+            pid = pid or (current.provider_job_id if current else None)
+            if pid:
+                with contextlib.suppress(GeneratorError):
+                    await gen.cancel(pid)
+            raise _Done
+        return current
+
+    async def _stall_wait(
+        self, job: Job, error: GeneratorError, failures: int, first: float
+    ) -> None:
+        """Back off after a failed poll, download or lookup; fail the job (without a new
+        submission) once the provider has not answered for ``JOB_STALL_SECONDS``."""
+        if self.clock() - first >= self.settings.job_stall_seconds:
+            raise _FailForGood(
+                GeneratorError(K.UNAVAILABLE, f"no answer for too long: {error.message}")
+            )
+        delay = self._delay(failures, error)
+        log.warning(
+            "job %s: %s (%s); trying the same job again in %.1fs",
+            job.id,
+            error.message,
+            error.kind.value,
+            delay,
+        )
+        await asyncio.sleep(delay)
+
+    def _delay(self, failures: int, error: GeneratorError) -> float:
+        return backoff_delay(
+            failures,
+            base=self.settings.retry_base_seconds,
+            cap=self.settings.retry_max_seconds,
+            retry_after=error.retry_after,
+        )
+
+    def _health(self, gen: Generator, error: GeneratorError) -> None:
+        self.router.failed(gen.name, error)
+
+    async def _request(self, job: Job, gen: Generator) -> GenerationRequest:
         image = None
         if job.image_key:
             image = await asyncio.to_thread(self.app.media.read_bytes, job.image_key)
+        seconds = job.requested_seconds
+        if seconds is None:
+            want = job.duration or self.settings.clip_seconds
+            seconds = gen.capabilities.duration_for(want) or gen.capabilities.longest
         return GenerationRequest(
             prompt=job.prompt,
-            duration=job.duration or self.settings.clip_seconds,
+            duration=seconds,
             aspect=job.aspect or "16:9",
             seed=job.seed or 0,
             image=image,
-            idempotency_key=f"crowdcut-job-{job.id}-{job.attempts}",
+            idempotency_key=job.submit_key,
         )
 
-    async def _finish(self, job: Job, pid: str) -> None:
-        tmp = Path(self.app.tmp_dir) / f"job-{job.id}-{pid.replace('/', '_')}.mp4"
+    async def _finish(self, job: Job, gen: Generator, pid: str) -> None:
+        tmp = Path(self.app.tmp_dir) / f"job-{job.id}-{uuid.uuid4().hex[:8]}.mp4"
         try:
-            await self.generator.download(pid, tmp)
-            info = await validate_clip(tmp)
+            await gen.download(pid, tmp)
+            try:
+                info = await validate_clip(tmp)
+            except (InvalidClip, MediaError) as e:
+                log.warning("job %s: the downloaded output is not usable video: %s", job.id, e)
+                raise GeneratorError(K.NOT_VIDEO, "the output is not a usable video") from None
             key = await asyncio.to_thread(self.app.media.put_file, tmp, "mp4", move=True)
         finally:
             tmp.unlink(missing_ok=True)
@@ -333,21 +522,31 @@ class GenerationWorker:
         except Exception:
             log.exception("posting clip %s failed; it will be posted on the next start", clip.id)
 
-    async def _failed(self, job: Job, error: GeneratorError) -> None:
+    # ------------------------------------------------------------------ failures
+    async def _generation_failed(
+        self, job: Job, gen: Generator | None, error: GeneratorError
+    ) -> None:
+        """The submission did not make a clip: submit anew if that is worth it, else fail."""
         current = await self.store.get_job(job.id)
         if current is None or current.state not in (SUBMITTED, RUNNING):
             return
-        if error.transient and current.attempts < self.settings.retry_max_attempts:
-            delay = backoff_delay(
-                current.attempts,
-                base=self.settings.retry_base_seconds,
-                cap=self.settings.retry_max_seconds,
-                retry_after=error.retry_after,
-            )
+        if gen is not None:
+            self._health(gen, error)
+        refund = self._refund(current, gen) if current.provider_job_id else None
+        if error.kind == K.OUTPUT_EXPIRED:
+            refund = None  # the generation succeeded and was paid; only its file is gone
+        limit = self.settings.retry_max_attempts
+        if error.max_submissions is not None:
+            limit = min(limit, error.max_submissions)
+        retry = error.transient or error.kind == K.OUTPUT_EXPIRED
+        used = max(current.attempts, current.tries)
+        if retry and used < limit:
+            delay = self._delay(max(1, used), error)
             log.warning(
-                "job %s try %d failed (%s: %s); retrying in %.1fs",
+                "job %s try %d on %s failed (%s: %s); submitting again in %.1fs",
                 job.id,
-                current.attempts,
+                used,
+                current.backend,
                 error.kind.value,
                 error.message,
                 delay,
@@ -355,15 +554,54 @@ class GenerationWorker:
             await self.store.requeue_job(
                 job.id,
                 next_attempt_at=self.clock() + delay,
-                error=error.message,
+                error=retry_text(error),
                 error_kind=error.kind.value,
+                refund=refund,
             )
-        else:
-            log.warning("job %s failed for good (%s: %s)", job.id, error.kind.value, error.message)
-            await self.store.fail_job(
-                job.id, error=_failure_text(error, current.attempts), error_kind=error.kind.value
-            )
+            await self._notify(await self.store.get_job(job.id))
+            return
+        await self._fail(job, gen, error, refund=refund)
+
+    async def _fail(
+        self,
+        job: Job,
+        gen: Generator | None,
+        error: GeneratorError,
+        *,
+        refund: Charge | None = None,
+    ) -> None:
+        current = await self.store.get_job(job.id)
+        if current is None or current.state not in (SUBMITTED, RUNNING):
+            return
+        log.warning(
+            "job %s failed for good on %s (%s: %s)",
+            job.id,
+            current.backend,
+            error.kind.value,
+            error.message,
+        )
+        await self.store.fail_job(
+            job.id,
+            error=failure_text(error, max(current.attempts, current.tries)),
+            error_kind=error.kind.value,
+            refund=refund,
+            refused=error.kind == K.CONTENT_POLICY,
+        )
         await self._notify(await self.store.get_job(job.id))
+
+    def _refund(self, job: Job, gen: Generator | None) -> Charge | None:
+        """A negative ledger row when the provider does not bill a failed generation."""
+        if gen is None or gen.charges_failures:
+            return None
+        seconds = job.requested_seconds or job.duration or self.settings.clip_seconds
+        return Charge(
+            backend=gen.name,
+            model=gen.model,
+            kind="refund",
+            seconds=seconds,
+            amount=-cost_of(self.settings, gen.name, seconds),
+            currency=getattr(self.settings, "currency", "USD"),
+        )
 
     async def _notify(self, job: Job | None) -> None:
         if job is None:
@@ -374,15 +612,42 @@ class GenerationWorker:
             log.exception("reporting job %s's state failed", job.id)
 
 
-def _failure_text(error: GeneratorError, attempts: int) -> str:
-    """A reason a member can read."""
+_KIND_WORDS = {
+    K.RATE_LIMITED: "the generator is busy",
+    K.UNAVAILABLE: "the generator is not answering",
+    K.UNKNOWN: "the generator failed",
+    K.MALFORMED: "the generator's answer was unreadable",
+    K.TRUNCATED: "the download broke off",
+    K.NOT_VIDEO: "the generator returned a file that is not a usable video",
+    K.OUTPUT_EXPIRED: "the generator deleted the finished clip before crowdcut could fetch it",
+}
+
+
+def retry_text(error: GeneratorError) -> str:
+    """What the status message says while the job waits for another try."""
+    if error.kind == K.OUTPUT_EXPIRED:
+        return f"{_KIND_WORDS[error.kind]}; making it again"
+    return _KIND_WORDS.get(error.kind, "the generator failed")
+
+
+def failure_text(error: GeneratorError, attempts: int) -> str:
+    """A reason a member can read: fixed words per kind, never the provider's own text
+    (which can carry URLs, paths or worse); the detail is in the operator's log."""
     kind = error.kind
-    if kind == GeneratorErrorKind.CONTENT_POLICY:
-        return f"The generator refused this prompt under its content policy: {error.message}"
-    if kind == GeneratorErrorKind.INVALID_INPUT:
-        return f"The generator could not use this input: {error.message}"
-    if kind == GeneratorErrorKind.AUTH:
+    if kind == K.CONTENT_POLICY:
+        return "The generator refused this prompt (content policy)."
+    if kind == K.INVALID_INPUT:
+        return "The generator could not use this prompt or image."
+    if kind == K.AUTH:
+        return "The generator rejected crowdcut's credentials; the operator has been told."
+    if kind == K.OUTCOME_UNKNOWN:
         return (
-            "The generator rejected crowdcut's credentials; the operator has been told in the logs."
+            "The connection to the generator broke while this prompt was being sent, and "
+            "crowdcut cannot check whether it arrived; it was not sent again, so that it is "
+            "not paid for twice. Prompt it again if no clip appears."
         )
-    return f"Generation failed after {attempts} tries: {error.message}"
+    if kind == K.NOT_VIDEO:
+        return "The generator returned a file that is not a usable video."
+    words = _KIND_WORDS.get(kind, "the generator failed")
+    tries = f"after {attempts} tries" if attempts > 1 else "after 1 try"
+    return f"Generation failed {tries}: {words}."
