@@ -495,3 +495,45 @@ async def test_the_key_and_signed_urls_never_reach_logs_or_messages(fake, tmp_pa
     for text in messages + logged:
         assert KEY not in text and "sk-WRONG-KEY" not in text
         assert not any(token in text for token in tokens)
+
+
+# ---------------------------------------------------------------------------- with the worker
+
+
+async def test_the_worker_makes_a_clip_through_a_bad_output_retry_and_an_expired_url(
+    fake, tmp_path
+):
+    from bot.app import build_app
+    from bot.services.projects import ProjectService
+    from bot.services.submissions import Author, SubmissionService
+    from bot.services.worker import GenerationWorker
+
+    settings = make_settings(
+        tmp_path,
+        generator="runway",
+        runwayml_api_secret=KEY,
+        runway_api_base=fake.url,
+        runway_model="gen4.5",
+    )
+    fake.failure_codes.append("INTERNAL.BAD_OUTPUT.CODE01")
+    fake.fail("output", status=404)  # the first URL has already expired
+    app = build_app(settings)
+    worker = GenerationWorker(app)
+    try:
+        project = await ProjectService(app).create(
+            guild_id=1, channel_id=2, title="t", by=9, slots=1
+        )
+        sub = await SubmissionService(app, worker).submit(
+            project, Author(1, "alice"), "a lighthouse in a storm"
+        )
+        await worker.start()
+        await worker.wait_idle(timeout=60)
+        job = await app.store.get_job(sub.job.id)
+        assert job.state == "done", job.error
+    finally:
+        await worker.stop()
+        await app.aclose()
+    assert fake.submissions == 2  # the bad output was worth exactly one more
+    assert fake.output_requests == 2  # 404, then the fresh URL from reading the task again
+    assert [t.endpoint for t in fake.tasks.values()] == ["text_to_video", "text_to_video"]
+    assert fake.bodies[0]["duration"] == 2 and fake.bodies[0]["ratio"] == "1280:720"
