@@ -240,38 +240,6 @@ class Settings:
         2, "Requests the fal backend runs at once (fal starts new accounts at 2).", minimum=1
     )
 
-    # --- fal ---
-    fal_key: str = _setting("", "fal.ai API key, for the fal backend.", secret=True)
-    fal_model: str = _setting(
-        "fal-ai/kling-video/v2.1/standard/image-to-video",
-        "fal endpoint that makes the clips (a Kling, Wan, Veo, Hailuo or LTX endpoint id).",
-    )
-    fal_text_model: str = _setting(
-        "",
-        "fal endpoint for prompts without a reference image; empty: FAL_MODEL makes them "
-        "(an image-to-video FAL_MODEL then needs an image).",
-    )
-    fal_inputs: str = _setting(
-        "",
-        "Input names of an endpoint without a built-in preset (or overrides), e.g. "
-        "prompt=prompt,image=image_url,duration=duration,aspect=aspect_ratio.",
-    )
-    fal_durations: str = _setting(
-        "",
-        "Durations the endpoint's duration input accepts, as sent (e.g. 5,10 or 4s,8s); "
-        "empty: the preset's.",
-    )
-    fal_queue_url: str = _setting(
-        "https://queue.fal.run", "fal queue API base URL (a proxy, or a test server)."
-    )
-    fal_api_url: str = _setting(
-        "https://api.fal.ai/v1",
-        "fal Platform API base URL, used to look up a request whose submit answer was lost.",
-    )
-    fal_concurrency: int = _setting(
-        2, "Requests the fal backend runs at once (fal starts new accounts at 2).", minimum=1
-    )
-
     # --- prompts and images ---
     prompt_max_chars: int = _setting(600, "Longest prompt accepted.", minimum=1)
     blocked_words: str = _setting(

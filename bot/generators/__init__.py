@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 BACKENDS: Mapping[str, str] = {
     "local": "bot.generators.local:from_settings",
     "fal": "bot.generators.fal:from_settings",
-    "fal": "bot.generators.fal:from_settings",
     "replicate": "bot.generators.replicate:from_settings",
     "runway": "bot.generators.runway:from_settings",
 }
