@@ -16,6 +16,14 @@ def progress_bar(fraction: float | None) -> str:
     return "▰" * full + "▱" * (PROGRESS_CELLS - full) + f" {f * 100:.0f}%"
 
 
+def generator_label(job: Job) -> str:
+    """Which backend and model made a job's clip, within an embed field's limit."""
+    text = job.backend or "?"
+    if job.model:
+        text += f" · {discord.utils.escape_markdown(job.model)}"
+    return text[:1024]
+
+
 def clip_label(slot: int | None) -> str:
     return "any slot" if slot is None else f"slot {slot + 1}"
 
@@ -41,10 +49,10 @@ def status_text(
     if job.state == "queued" and job.moderation == "pending":
         lines.append("🛡️ Waiting for a moderator to approve this prompt.")
     elif job.state == "queued":
-        if job.attempts and job.error:
+        if job.tries and job.error:
             lines.append(
-                f"🔁 Retrying after a hiccup (try {job.attempts + 1}): "
-                f"{discord.utils.escape_markdown(job.error[:120])}"
+                f"🔁 Trying again (try {job.tries + 1}): "
+                f"{discord.utils.escape_markdown(job.error[:160])}"
             )
         if position is not None and position.position > 0:
             lines.append(
@@ -53,9 +61,10 @@ def status_text(
         else:
             lines.append("⏳ Queued")
     elif job.state in ("submitted", "running"):
-        lines.append(f"🎨 Generating {progress_bar(job.progress)}")
+        lines.append(f"🎨 Generating on {job.backend or '?'} {progress_bar(job.progress)}")
     elif job.state == "done":
-        lines.append(f"✅ Posted: {clip_url}" if clip_url else "✅ Done — posting the clip…")
+        made = f" (made with {job.backend})" if job.backend else ""
+        lines.append(f"✅ Posted{made}: {clip_url}" if clip_url else "✅ Done — posting the clip…")
     elif job.state == "failed":
         lines.append(f"❌ Failed: {discord.utils.escape_markdown(job.error or 'unknown error')}")
     elif job.state == "canceled":
@@ -83,6 +92,8 @@ def clip_embed(
     e.add_field(name="Length", value=f"{clip.duration or 0:.1f}s")
     if job.extends_clip_id:
         e.add_field(name="Extends", value=f"clip #{job.extends_clip_id}")
+    if job.backend:
+        e.add_field(name="Made with", value=generator_label(job))
     e.set_footer(text=f"crowdcut clip #{clip.id} · vote with {up_emoji} / {down_emoji}")
     return e
 
@@ -103,7 +114,7 @@ def clip_info_embed(
     )
     e.add_field(name="Author", value=discord.utils.escape_markdown(author))
     e.add_field(name="Slot", value=clip_label(clip.slot))
-    e.add_field(name="Backend", value=(job.backend if job else None) or "?")
+    e.add_field(name="Backend", value=generator_label(job) if job and job.backend else "?")
     e.add_field(name="Seed", value=str(job.seed if job else "?"))
     e.add_field(name="Votes", value=f"{up_emoji} {up} · {down_emoji} {down} · score {up - down}")
     e.add_field(name="Size", value=f"{clip.width}×{clip.height} · {clip.duration or 0:.1f}s")

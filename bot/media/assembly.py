@@ -79,6 +79,7 @@ class CutSlot:
     prompt: str
     backend: str
     votes: dict[str, int] = field(default_factory=dict)  # {"up":..,"down":..,"score":..}
+    model: str = ""  # what made the clip (the backend's model or workflow)
     reused: bool = False  # slot filled by reusing a clip
 
 
@@ -397,6 +398,7 @@ def _manifest(
                 "author": slot.author,
                 "prompt": slot.prompt,
                 "backend": slot.backend,
+                "model": slot.model,
                 "votes": dict(slot.votes),
                 "reused": slot.reused,
             }

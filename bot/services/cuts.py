@@ -82,6 +82,7 @@ class CutService:
             author="anonymous" if clip.anonymous else names.get(clip.member_id, "anonymous"),
             prompt=job.prompt if job else "",
             backend=(job.backend or "") if job else "",
+            model=(job.model or "") if job else "",
             votes={"up": up, "down": down, "score": up - down},
             reused=ch.reason == "reused",
         )
@@ -247,6 +248,7 @@ def _slot_record(s: CutSlot) -> dict[str, object]:
         "author": s.author,
         "prompt": s.prompt,
         "backend": s.backend,
+        "model": s.model,
         "votes": s.votes,
         "reused": s.reused,
     }

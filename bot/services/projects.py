@@ -55,15 +55,14 @@ class ProjectService:
                 f"({current.state}). Approve its cut before starting another."
             )
         song_key = song_seconds = None
+        # slots as long as the clips the backend is made for
+        natural = self.app.generator.capabilities.natural_seconds
         if song is not None:
             song_key, song_seconds = await self._store_song(song)
-            plan = even_slot_plan(song_seconds, self.settings.clip_seconds)
+            plan = even_slot_plan(song_seconds, natural)
         else:
             n = slots or DEFAULT_SLOTS_WITHOUT_SONG
-            plan = [
-                Slot(i, i * self.settings.clip_seconds, self.settings.clip_seconds)
-                for i in range(n)
-            ]
+            plan = [Slot(i, i * natural, natural) for i in range(n)]
         project = await self.store.create_project(
             guild_id=guild_id,
             channel_id=channel_id,
@@ -151,6 +150,28 @@ class ProjectService:
             actor_id=by,
             project_id=p.id,
             target=f"project:{p.id}",
+        )
+        return p
+
+
+    async def set_backend(self, project_id: int, backend: str | None, *, by: int) -> Project:
+        """Send the project's new jobs to ``backend`` first (``None``: the configured order).
+        Only a configured backend can be chosen; jobs already sent stay where they are."""
+        p = await self.get(project_id)
+        name = (backend or "").strip().lower() or None
+        configured = list(self.app.generators)
+        if name is not None and name not in configured:
+            raise InvalidState(
+                f"“{backend}” is not one of this server's video generators "
+                f"({', '.join(configured)})."
+            )
+        p = await self.store.set_project_backend(p.id, name)
+        await self.store.audit(
+            "set_backend",
+            actor_id=by,
+            project_id=p.id,
+            target=f"project:{p.id}",
+            details={"backend": name},
         )
         return p
 

@@ -13,8 +13,10 @@ from bot.core import projects as project_rules
 from bot.core.prompts import validate_prompt
 from bot.core.queue import Position
 from bot.errors import InvalidPrompt, InvalidState, NotFound, PermissionDenied, QuotaExceeded
+from bot.generators.base import Generator
 from bot.media.clips import last_frame_png
 from bot.media.images import check_reference_image_async
+from bot.services.usage import UsageService
 from bot.services.worker import GenerationWorker
 from storage.models import Job, Project
 from storage.store import QuotaFull
@@ -45,6 +47,7 @@ class SubmissionService:
         self.store = app.store
         self.worker = worker
         self.settings = app.settings
+        self.usage = UsageService(app)
 
     async def submit(
         self,
@@ -96,6 +99,8 @@ class SubmissionService:
             raise InvalidPrompt(
                 f"Aspect {aspect!r} is not offered; choose one of {', '.join(ASPECTS)}."
             )
+        generator = self.worker.router.primary(project.backend)
+        seconds = _check_capabilities(generator, text, duration, aspect, image is not None)
         # cheap check first, so a member over quota is told before an image upload is decoded
         active = await self.store.count_active_jobs(author.id)
         if active >= s.max_jobs_per_member:
@@ -109,20 +114,22 @@ class SubmissionService:
         await self.store.upsert_member(author.id, author.name, is_bot=author.is_bot)
         moderation = "pending" if s.premoderation else "none"
         try:
-            job = await self.store.add_job(
-                project_id=project.id,
-                member_id=author.id,
-                prompt=text,
-                channel_id=channel_id if channel_id is not None else project.channel_id,
-                duration=float(duration),
-                aspect=aspect,
-                seed=seed if seed is not None else secrets.randbelow(2**31),
-                image_key=image_key,
-                slot=slot,
-                extends_clip_id=extends_clip_id,
-                moderation=moderation,
-                max_active=s.max_jobs_per_member,
-            )
+            # the budget check and the insert are one step: a burst cannot overrun it
+            async with self.usage.reserve(project, author.id, generator.name, seconds):
+                job = await self.store.add_job(
+                    project_id=project.id,
+                    member_id=author.id,
+                    prompt=text,
+                    channel_id=channel_id if channel_id is not None else project.channel_id,
+                    duration=float(duration),
+                    aspect=aspect,
+                    seed=seed if seed is not None else secrets.randbelow(2**31),
+                    image_key=image_key,
+                    slot=slot,
+                    extends_clip_id=extends_clip_id,
+                    moderation=moderation,
+                    max_active=s.max_jobs_per_member,
+                )
         except QuotaFull as full:
             raise QuotaExceeded(_quota_text(full.active, s.max_jobs_per_member)) from None
         log.info("job %s queued for member %s (project %s)", job.id, author.id, project.id)
@@ -198,6 +205,34 @@ class SubmissionService:
         if approve:
             self.worker.wake()
         return job
+
+
+def _check_capabilities(
+    generator: Generator, prompt: str, duration: float, aspect: str, has_image: bool
+) -> float:
+    """Refuse at once what the backend cannot make; return the length it will be asked
+    for (the shortest it accepts that covers ``duration``: the cut trims the rest)."""
+    caps = generator.capabilities
+    who = f"This server's video generator ({generator.name})"
+    if len(prompt) > caps.max_prompt_chars:
+        raise InvalidPrompt(
+            f"{who} takes prompts of up to {caps.max_prompt_chars} characters; "
+            f"yours has {len(prompt)}."
+        )
+    seconds = caps.duration_for(duration)
+    if seconds is None:
+        raise InvalidPrompt(
+            f"{who} makes clips of at most {caps.longest:g} seconds; you asked for {duration:g}."
+        )
+    if aspect not in caps.aspects:
+        raise InvalidPrompt(f"{who} makes {', '.join(caps.aspects)} clips, not {aspect}.")
+    if has_image and not caps.image_input:
+        raise InvalidPrompt(f"{who} works from text only; send the prompt without an image.")
+    if not has_image and caps.image_required:
+        raise InvalidPrompt(
+            f"{who} needs a reference image: attach one, or continue a clip with /extend."
+        )
+    return seconds
 
 
 def _quota_text(active: int, limit: int) -> str:

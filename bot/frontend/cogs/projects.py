@@ -1,4 +1,4 @@
-"""Projects (moderators): /project create, status, open, close."""
+"""Projects (moderators): /project create, status, open, close, backend."""
 
 from __future__ import annotations
 
@@ -96,6 +96,21 @@ class Projects(CrowdcutCog):
             f"prompts and votes.{tail}",
             allowed_mentions=NO_MENTIONS,
         )
+
+    @project.command(name="backend")
+    @app_commands.describe(name="A configured generator (empty: the server's default order)")
+    async def backend(self, ctx: commands.Context[Any], name: str | None = None) -> None:
+        """Choose the video generator for this project's new prompts (moderators)."""
+        project = await self.moderated_project(ctx)
+        project = await self.bot.projects.set_backend(project.id, name, by=ctx.author.id)
+        order = list(self.app.generators)
+        if project.backend:
+            rest = [n for n in order if n != project.backend]
+            tail = f" (then {', '.join(rest)} while it is down)" if rest else ""
+            text = f"🎛️ New prompts in this project go to **{project.backend}**{tail}."
+        else:
+            text = f"🎛️ New prompts in this project go to the default order: {', '.join(order)}."
+        await ctx.send(text, allowed_mentions=NO_MENTIONS)
 
     @project.command(name="close")
     async def close(self, ctx: commands.Context[Any]) -> None:
