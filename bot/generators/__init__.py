@@ -58,7 +58,9 @@ def create_generator(name: str, settings_like: Mapping[str, Any] | object) -> Ge
     return generator
 
 
-def create_generators(names: list[str], settings_like: Mapping[str, Any] | object) -> dict[str, Generator]:
+def create_generators(
+    names: list[str], settings_like: Mapping[str, Any] | object
+) -> dict[str, Generator]:
     """Build every backend in ``names`` (the ``GENERATORS`` order), keyed by name."""
     return {name: create_generator(name, settings_like) for name in names}
 
