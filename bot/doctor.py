@@ -5,11 +5,41 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from bot.core.costs import describe_costs
 from bot.errors import ConfigError
 from bot.settings import Settings
 from storage.store import describe_database
 
 REQUIRED_ENCODERS = ("libx264", "aac")
+
+
+def check_generators(settings: Settings, timeout: float = 20.0) -> list[tuple[bool, str, str]]:
+    """Each configured backend: what it makes, and whether it answers and is set up right
+    (``Generator.check``, which spends nothing)."""
+    import asyncio
+
+    from bot.errors import CrowdcutError
+    from bot.generators import create_generator
+
+    async def one(name: str) -> tuple[bool, str, str]:
+        try:
+            gen = create_generator(name, settings)
+        except (ConfigError, ValueError) as e:
+            return False, name, str(e)
+        try:
+            said = await asyncio.wait_for(gen.check(), timeout)
+            return True, name, f"{said} — {gen.capabilities.describe()}"
+        except TimeoutError:
+            return False, name, f"no answer within {timeout:g} s"
+        except CrowdcutError as e:
+            return False, name, str(e)
+        finally:
+            await gen.aclose()
+
+    async def all_of_them() -> list[tuple[bool, str, str]]:
+        return [await one(name) for name in settings.generator_names]
+
+    return asyncio.run(all_of_them())
 
 
 def run_doctor(env_file: str | None, *, data_dir: str | None = None) -> int:
@@ -77,7 +107,10 @@ def run_doctor(env_file: str | None, *, data_dir: str | None = None) -> int:
     else:
         line(True, "database", f"{db} (will be created on first start)")
 
-    line(True, "generator", settings.generator)
+    for good, name, detail in check_generators(settings):
+        line(good, "generator", detail if detail.startswith(name) else f"{name}: {detail}")
+    for good, what, detail in describe_costs(settings):
+        line(good, what, detail, needed=False)
     line(
         bool(settings.discord_token),
         "discord token",

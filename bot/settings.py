@@ -333,7 +333,20 @@ class Settings:
                 kwargs[f.name] = overrides[f.name]
             elif name in values:
                 kwargs[f.name] = _parse(f, values[name])
-        return cls(**kwargs)
+        settings = cls(**kwargs)
+        settings._check_generator_names()
+        return settings
+
+    def _check_generator_names(self) -> None:
+        from bot.generators import BACKENDS  # the registry; imported late to keep this module light
+
+        for name in self.generator_names:
+            if name not in BACKENDS:
+                which = "GENERATORS" if self.generators else "GENERATOR"
+                raise ConfigError(
+                    f"{which}={self.generators or self.generator!r} is not valid: allowed "
+                    f"values are {', '.join(sorted(BACKENDS))}."
+                )
 
     def problems(self) -> list[str]:
         """Settings that are valid alone but unusable together."""
