@@ -39,6 +39,7 @@ EXTENSIONS = (
     "bot.frontend.cogs.projects",
     "bot.frontend.cogs.cuts",
     "bot.frontend.cogs.admin",
+    "bot.frontend.cogs.usage",
 )
 
 
