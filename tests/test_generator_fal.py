@@ -371,12 +371,18 @@ async def test_a_request_refused_while_running_fails_with_content_policy(gen, fa
     assert last.error.kind == K.CONTENT_POLICY
 
 
-async def test_a_request_that_failed_on_fal_reports_its_error(gen, fake):
-    fake.fail(503, {"detail": "Runner disconnected", "error_type": "runner_disconnected"})
+@pytest.mark.parametrize(("retryable", "transient"), [(False, False), (None, True)])
+async def test_a_request_that_failed_on_fal_reports_its_error(gen, fake, retryable, transient):
+    fake.fail(
+        503,
+        {"detail": "Runner disconnected", "error_type": "runner_disconnected"},
+        retryable=retryable,
+    )
     job_id = await gen.submit(with_image())
     last = (await run_to_end(gen, job_id))[-1]
     assert last.state == JobState.FAILED and last.error is not None
     assert "Runner disconnected" in last.error.message
+    assert last.error.transient is transient
     assert fake.submissions == 1
 
 

@@ -65,6 +65,7 @@ class FakeRequest:
     ended_at: float | None = None
     error: tuple[int, Any] | None = None  # (HTTP status, body) of a failed request
     error_type: str | None = None
+    error_retryable: bool | None = False
     canceled: bool = False
     logs: list[dict[str, Any]] = field(default_factory=list)
     video_token: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -108,7 +109,7 @@ class FakeFal:
         self.video_gets = 0
         self.auth_failures = 0
         self.refuse_next = 0
-        self.fail_next: list[tuple[int, Any, str | None]] = []
+        self.fail_next: list[tuple[int, Any, str | None, bool | None]] = []
         self.truncate_video = 0
         self.html_video = 0
         self._faults: list[tuple[str, str, dict[str, Any]]] = []
@@ -150,11 +151,19 @@ class FakeFal:
         """Answer the next ``times`` ``kind`` requests 200 with broken JSON."""
         self._faults.extend((kind, "garbage", {}) for _ in range(times))
 
-    def fail(self, status: int = 500, body: Any = None, error_type: str | None = None) -> None:
-        """The next submitted request ends failed with this error answer."""
+    def fail(
+        self,
+        status: int = 500,
+        body: Any = None,
+        error_type: str | None = None,
+        *,
+        retryable: bool | None = False,
+    ) -> None:
+        """The next submitted request ends failed with this error answer (its
+        ``X-Fal-Retryable`` header is ``retryable``; ``None`` leaves it out)."""
         if body is None:
             body = {"detail": "Internal server error", "error_type": "runner_server_error"}
-        self.fail_next.append((status, body, error_type))
+        self.fail_next.append((status, body, error_type, retryable))
 
     def expire_video(self, request_id: str | None = None) -> None:
         """The current output URL of a finished request answers 404 from now on; reading
@@ -323,7 +332,7 @@ class FakeFal:
             run_polls=max(1, self.run_polls),
         )
         if self.fail_next:
-            status, error_body, error_type = self.fail_next.pop(0)
+            status, error_body, error_type, job.error_retryable = self.fail_next.pop(0)
             job.error = (status, error_body)
             job.error_type = error_type or (
                 error_body.get("error_type") if isinstance(error_body, dict) else None
@@ -414,7 +423,9 @@ class FakeFal:
             )
         if job.error is not None:
             status, body = job.error
-            headers = {"X-Fal-Retryable": "false"}
+            headers = {}
+            if job.error_retryable is not None:
+                headers["X-Fal-Retryable"] = "true" if job.error_retryable else "false"
             if job.error_type:
                 headers["X-Fal-Error-Type"] = job.error_type
             return web.json_response(body, status=status, headers=headers)
