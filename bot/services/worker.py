@@ -46,7 +46,13 @@ from typing import Protocol
 from bot.app import App
 from bot.core.costs import cost_of
 from bot.core.queue import Position, backoff_delay, estimate_run_seconds, next_jobs, queue_position
-from bot.errors import GeneratorError, GeneratorErrorKind, InvalidClip, MediaError
+from bot.errors import (
+    CrowdcutError,
+    GeneratorError,
+    GeneratorErrorKind,
+    InvalidClip,
+    MediaError,
+)
 from bot.generators.base import GenerationRequest, Generator, JobState
 from bot.media.clips import validate_clip
 from bot.services.routing import BackendRouter
@@ -108,6 +114,7 @@ class GenerationWorker:
         self._task_backend: dict[int, str] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._checks: list[asyncio.Task[None]] = []
 
     @property
     def generator(self) -> Generator:
@@ -129,10 +136,27 @@ class GenerationWorker:
     async def start(self) -> None:
         await self.recover()
         self._loop_task = asyncio.create_task(self._run(), name="crowdcut-worker")
+        self._checks = [
+            asyncio.create_task(self._check(gen), name=f"crowdcut-check-{gen.name}")
+            for gen in self.generators.values()
+        ]
+
+    async def _check(self, gen: Generator) -> None:
+        """Say at start-up, in the log, whether each backend answers and is set up right
+        (a ComfyUI workflow naming an input the server does not have, a bad key)."""
+        try:
+            said = await asyncio.wait_for(gen.check(), 30)
+            log.info("generator %s ready: %s", gen.name, said)
+        except TimeoutError:
+            log.warning("generator %s did not answer its start-up check in 30 s", gen.name)
+        except CrowdcutError as e:
+            log.error("generator %s is not usable: %s", gen.name, e)
+        except Exception:
+            log.exception("generator %s's start-up check failed", gen.name)
 
     async def stop(self) -> None:
         """Stop dispatching and polling. Jobs in flight stay submitted, to be resumed."""
-        tasks = list(self._tasks.values())
+        tasks = list(self._tasks.values()) + self._checks
         if self._loop_task:
             tasks.append(self._loop_task)
         for t in tasks:
@@ -141,6 +165,7 @@ class GenerationWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
+        self._checks = []
         self._loop_task = None
 
     def wake(self) -> None:
