@@ -451,3 +451,42 @@ async def test_the_key_appears_in_no_log_and_no_error(gen, fake, server, tmp_pat
         assert KEY not in str(e) and KEY not in repr(e.args)
     for record in caplog.records:
         assert KEY not in record.getMessage()
+
+
+# ---------------------------------------------------------------------------- with the worker
+
+
+async def test_the_worker_makes_a_clip_through_an_expired_url(fake, server, tmp_path):
+    from bot.app import build_app
+    from bot.services.projects import ProjectService
+    from bot.services.submissions import Author, SubmissionService
+    from bot.services.worker import GenerationWorker
+
+    settings = make_settings(
+        tmp_path,
+        generator="fal",
+        fal_key=KEY,
+        fal_queue_url=server.url,
+        fal_api_url=f"{server.url}/v1",
+        fal_text_model=KLING_T2V,
+    )
+    fake.stale_urls = 1
+    app = build_app(settings)
+    worker = GenerationWorker(app)
+    try:
+        project = await ProjectService(app).create(
+            guild_id=1, channel_id=2, title="t", by=9, slots=1
+        )
+        sub = await SubmissionService(app, worker).submit(
+            project, Author(1, "alice"), "a lighthouse in a storm"
+        )
+        await worker.start()
+        await worker.wait_idle(timeout=60)
+        job = await app.store.get_job(sub.job.id)
+        assert job.state == "done", job.error
+    finally:
+        await worker.stop()
+        await app.aclose()
+    assert fake.submissions == 1
+    assert fake.video_gets == 2  # 404, then the fresh URL from reading the result again
+    assert fake.only_job.endpoint == KLING_T2V and fake.only_job.input["duration"] == "5"

@@ -26,7 +26,8 @@ Behaviour, all deterministic (no timers unless ``run_seconds`` is set):
   back), :meth:`garbage` (a 200 whose JSON is cut off); and per request: ``refuse_next``
   (422 ``content_policy_violation`` at submit), ``fail_next`` (the request ends failed with
   that error body), ``truncate_video``, ``html_video``, :meth:`expire_video` (the current URL
-  answers 404 until the result is read again, which gives a new one).
+  answers 404 until the result is read again, which gives a new one), ``stale_urls`` (the
+  next results give URLs that have already expired).
 
 Counters: ``submissions`` (create requests that made a request), ``status_polls``,
 ``result_reads``, ``cancels``, ``video_gets``; ``jobs`` holds every request with its input.
@@ -112,6 +113,7 @@ class FakeFal:
         self.fail_next: list[tuple[int, Any, str | None, bool | None]] = []
         self.truncate_video = 0
         self.html_video = 0
+        self.stale_urls = 0
         self._faults: list[tuple[str, str, dict[str, Any]]] = []
         self._hung: set[asyncio.Task[Any]] = set()
 
@@ -430,6 +432,9 @@ class FakeFal:
                 headers["X-Fal-Error-Type"] = job.error_type
             return web.json_response(body, status=status, headers=headers)
         url = f"{request.scheme}://{request.host}/files/{job.video_token}/output.mp4"
+        if self.stale_urls:  # this URL has expired by the time it is fetched
+            self.stale_urls -= 1
+            self.expire_video(job.request_id)
         return web.json_response(
             {
                 "video": {
