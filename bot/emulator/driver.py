@@ -30,6 +30,7 @@ from bot.emulator.state import (
     INTERACTION_APPLICATION_COMMAND,
     INTERACTION_MESSAGE_COMPONENT,
     INTERACTION_MODAL_SUBMIT,
+    MANAGE_MESSAGES,
     USE_APPLICATION_COMMANDS,
     VIEW_CHANNEL,
     Channel,
@@ -89,6 +90,33 @@ class ComponentNotFound(DriverError, LookupError):
 
 class InteractionFailed(DriverError):
     """The member saw "This interaction failed" (the application did not respond)."""
+
+
+class EmuGuild:
+    """A guild as the driver sees it: ``id``, ``name``, ``channels`` and ``roles`` by name."""
+
+    def __init__(self, state: EmulatorState, guild_id: int) -> None:
+        self._state = state
+        self.id = guild_id
+
+    def __repr__(self) -> str:
+        return f"<EmuGuild id={self.id} name={self.name!r}>"
+
+    @property
+    def name(self) -> str:
+        return self._state.guilds[self.id].name
+
+    @property
+    def channels(self) -> dict[str, int]:
+        return {c.name: c.id for c in self._state.channels.values() if c.guild_id == self.id}
+
+    @property
+    def roles(self) -> dict[str, int]:
+        return {r.name: r.id for r in self._state.guilds[self.id].roles.values()}
+
+    @property
+    def member_ids(self) -> list[int]:
+        return list(self._state.guilds[self.id].members)
 
 
 class Interaction:
@@ -265,23 +293,100 @@ class EmulatorDriver:
         roles: Iterable[str] = (),
         bot: bool = False,
         manage_guild: bool = False,
+        *,
+        guild_id: int | None = None,
     ) -> EmuUser:
-        """Add a member (dispatches GUILD_MEMBER_ADD). ``manage_guild`` adds the "Manager" role."""
+        """Add a member (dispatches GUILD_MEMBER_ADD). ``manage_guild`` adds the "Manager" role.
+
+        ``guild_id`` picks the guild (the first one by default).
+        """
         role_names = list(roles)
         if manage_guild and "Manager" not in role_names:
             role_names.append("Manager")
-        return self.state.add_member(name, role_names, bot=bot).user
+        return self.state.add_member(name, role_names, bot=bot, guild_id=guild_id).user
+
+    def join_guild(self, user_id: int, guild_id: int, roles: Iterable[str] = ()) -> None:
+        """An existing member also joins another guild (dispatches GUILD_MEMBER_ADD there)."""
+        self.state.join_guild(user_id, guild_id, roles)
 
     def member(self, user_id: int) -> EmuUser:
         return self.state.get_user(user_id)
 
-    def set_roles(self, user_id: int, roles: Iterable[str]) -> None:
+    def set_roles(self, user_id: int, roles: Iterable[str], *, guild_id: int | None = None) -> None:
         """Give a member exactly these roles (dispatches GUILD_MEMBER_UPDATE)."""
-        self.state.set_member_roles(user_id, roles)
+        self.state.set_member_roles(user_id, roles, guild_id=guild_id)
 
-    def add_channel(self, name: str, topic: str | None = None) -> int:
+    def add_channel(
+        self, name: str, topic: str | None = None, *, guild_id: int | None = None
+    ) -> int:
         """Add a text channel everyone can see (dispatches CHANNEL_CREATE); returns its id."""
-        return self.state.add_channel(name, topic=topic).id
+        return self.state.add_channel(name, topic=topic, guild_id=guild_id).id
+
+    # -- guilds -----------------------------------------------------------------------
+
+    def add_guild(self, name: str = "second server") -> EmuGuild:
+        """Another guild the bot is in, built like the first ("general", "crowdcut",
+        "moderators"; "@everyone", "Moderator", "Manager" and the bot's role; the same
+        owner). Dispatches GUILD_CREATE to connected bots and is in every later READY."""
+        return EmuGuild(self.state, self.state.add_guild(name).id)
+
+    def guild(self, guild_id: int | None = None) -> EmuGuild:
+        """A handle on a guild (the first one by default)."""
+        return EmuGuild(self.state, self.state.get_guild(guild_id).id)
+
+    @property
+    def guilds(self) -> list[EmuGuild]:
+        return [EmuGuild(self.state, g) for g in self.state.guilds]
+
+    # -- what moderators and admins change --------------------------------------------
+
+    def delete_channel(self, channel_id: int) -> None:
+        """Delete a channel as an admin would: CHANNEL_DELETE, then 404 Unknown Channel (10003)
+        for every request about it or its messages."""
+        self.state.delete_channel(channel_id)
+
+    def set_role_permissions(
+        self, role: str | int, permissions: int, *, guild_id: int | None = None
+    ) -> None:
+        """Set a role's permission bits (dispatches GUILD_ROLE_UPDATE)."""
+        guild = self.state.get_guild(guild_id)
+        found = guild.roles.get(role) if isinstance(role, int) else guild.role_by_name(role)
+        if found is None:
+            raise KeyError(f"no role {role!r} in guild {guild.id}")
+        self.state.set_role_permissions(found, int(permissions))
+
+    def set_channel_overwrite(
+        self, channel_id: int, target_id: int, *, allow: int = 0, deny: int = 0
+    ) -> None:
+        """Set the overwrite of a role or member on a channel; ``allow = deny = 0`` removes
+        it (dispatches CHANNEL_UPDATE)."""
+        self.state.set_overwrite(self.state.get_channel(channel_id), target_id, allow, deny)
+
+    def revoke_bot_permissions(self, permissions: int, channel_id: int | None = None) -> None:
+        """Take permissions (e.g. ``ATTACH_FILES | MANAGE_MESSAGES`` from
+        :mod:`bot.emulator.state`) from the bot with a member overwrite on one channel, or on
+        every channel of the first guild; dispatches CHANNEL_UPDATE for each. The bot then
+        gets 403 Missing Permissions (50013) where it needs them."""
+        self._bot_overwrites(channel_id, deny_add=permissions)
+
+    def restore_bot_permissions(self, permissions: int, channel_id: int | None = None) -> None:
+        """Undo :meth:`revoke_bot_permissions` for these bits."""
+        self._bot_overwrites(channel_id, deny_remove=permissions)
+
+    def _bot_overwrites(
+        self, channel_id: int | None, *, deny_add: int = 0, deny_remove: int = 0
+    ) -> None:
+        state = self.state
+        bot_id = state.bot_user.id
+        if channel_id is None:
+            targets = [c for c in state.channels.values() if c.guild_id == state.guild_id]
+        else:
+            targets = [state.get_channel(channel_id)]
+        for channel in targets:
+            current = next((o for o in channel.overwrites if o.id == bot_id), None)
+            allow = current.allow if current else 0
+            deny = ((current.deny if current else 0) | deny_add) & ~deny_remove
+            state.set_overwrite(channel, bot_id, allow & ~deny_add, deny)
 
     # -- messages ---------------------------------------------------------------------
 
@@ -328,6 +433,15 @@ class EmulatorDriver:
         msg = state.create_message(channel, author, payload, self._files(attachments))
         await self._settle()
         return msg.render(user_id)
+
+    async def delete_message(self, user_id: int, channel_id: int, message_id: int) -> None:
+        """Delete a message as its author or as a moderator (Manage Messages) would;
+        dispatches MESSAGE_DELETE."""
+        msg = self._visible_message(user_id, channel_id, message_id)
+        if msg.author_id != user_id:
+            self.state.require(user_id, self.state.get_channel(channel_id), MANAGE_MESSAGES)
+        self.state.delete_message(msg)
+        await self._settle()
 
     def messages(self, channel_id: int, viewer: int | None = None) -> list[dict[str, Any]]:
         """The channel as ``viewer`` sees it, oldest first (ephemeral ones only for their owner)."""
@@ -425,11 +539,30 @@ class EmulatorDriver:
         self.state.remove_reaction(msg, user_id, emoji)
         await self._settle()
 
+    async def clear_reactions(
+        self, user_id: int, channel_id: int, message_id: int, emoji: str | None = None
+    ) -> bool:
+        """Remove every reaction (MESSAGE_REACTION_REMOVE_ALL) or every reaction of one emoji
+        (MESSAGE_REACTION_REMOVE_EMOJI) as a moderator; needs Manage Messages.
+        -> False when there was nothing to remove (and nothing is dispatched)."""
+        msg = self._visible_message(user_id, channel_id, message_id)
+        self.state.require(user_id, self.state.get_channel(channel_id), MANAGE_MESSAGES)
+        removed = self.state.clear_reactions(msg, emoji)
+        await self._settle()
+        return removed
+
+    def reactions(self, channel_id: int, message_id: int) -> dict[str, list[int]]:
+        """Who reacted with what, in reaction order: what ``GET .../reactions/{emoji}`` serves."""
+        msg = self.state.get_message(channel_id, message_id)
+        return {key: list(r.users) for key, r in msg.reactions.items() if r.users}
+
     # -- application commands ---------------------------------------------------------
 
-    def commands(self, guild: bool = True) -> list[dict[str, Any]]:
-        """The commands the application synced (guild scope, or global with ``guild=False``)."""
-        return list(self.state.commands.get(self.state.guild_id if guild else None, []))
+    def commands(self, guild: bool | int = True) -> list[dict[str, Any]]:
+        """The commands the application synced: for the first guild, for the guild whose id
+        is given, or the global ones with ``guild=False``."""
+        scope = (self.state.guild_id if guild is True else int(guild)) if guild else None
+        return list(self.state.commands.get(scope, []))
 
     async def invoke_slash(
         self,
@@ -452,7 +585,7 @@ class EmulatorDriver:
         if channel.guild_id is None:
             raise DriverError("the driver runs slash commands in guild channels only")
         try:
-            command, scope = state.find_command(name)
+            command, scope = state.find_command(name, channel.guild_id)
         except LookupError:
             synced = sorted({c["name"] for cs in state.commands.values() for c in cs})
             raise UnknownCommand(
@@ -489,7 +622,7 @@ class EmulatorDriver:
         needed = command.get("default_member_permissions")
         if needed is not None:
             needed_bits = int(needed)
-            base = self.state.base_permissions(user_id)
+            base = self.state.base_permissions(user_id, channel.guild_id)
             if not base & ADMINISTRATOR and (needed_bits == 0 or base & needed_bits != needed_bits):
                 raise CommandNotAvailable(
                     f"/{command['name']} needs permissions {needed_bits}, "
@@ -587,20 +720,23 @@ class EmulatorDriver:
             user = self._as_user(value)
             assert user is not None
             resolved.setdefault("users", {})[str(user.id)] = user.payload()
-            member = state.members.get(user.id)
+            member = state.guilds[channel.guild_id or state.guild_id].members.get(user.id)
             if member is not None:
                 resolved.setdefault("members", {})[str(user.id)] = {
                     **state.member_payload(member, with_user=False),
                     "permissions": str(state.channel_permissions(user.id, channel)),
                 }
             result = str(user.id)
-        elif kind in (OPTION_ROLE, OPTION_MENTIONABLE) and self._as_role(value) is not None:
-            role = self._as_role(value)
+        elif (
+            kind in (OPTION_ROLE, OPTION_MENTIONABLE)
+            and self._as_role(value, channel.guild_id) is not None
+        ):
+            role = self._as_role(value, channel.guild_id)
             assert role is not None
             resolved.setdefault("roles", {})[str(role.id)] = role.payload()
             result = str(role.id)
         elif kind == OPTION_CHANNEL:
-            target = self._as_channel(value)
+            target = self._as_channel(value, channel.guild_id)
             if target is None:
                 raise bad("a channel id or name")
             types = definition.get("channel_types")
@@ -644,22 +780,28 @@ class EmulatorDriver:
                 return next((u for u in self.state.users.values() if u.name == value), None)
         return None
 
-    def _as_role(self, value: Any) -> Any:
+    def _as_role(self, value: Any, guild_id: int | None) -> Any:
+        roles = self.state.get_guild(guild_id).roles
         if isinstance(value, int | str) and not isinstance(value, bool):
             try:
-                return self.state.roles.get(int(value))
+                return roles.get(int(value))
             except ValueError:
-                return next((r for r in self.state.roles.values() if r.name == value), None)
+                return next((r for r in roles.values() if r.name == value), None)
         return None
 
-    def _as_channel(self, value: Any) -> Channel | None:
+    def _as_channel(self, value: Any, guild_id: int | None) -> Channel | None:
         if isinstance(value, int | str) and not isinstance(value, bool):
             try:
                 return self.state.channels.get(int(value))
             except ValueError:
                 name = str(value).lstrip("#")
                 return next(
-                    (c for c in self.state.channels.values() if c.name == name and c.guild_id), None
+                    (
+                        c
+                        for c in self.state.channels.values()
+                        if c.name == name and c.guild_id == guild_id
+                    ),
+                    None,
                 )
         return None
 
@@ -798,8 +940,8 @@ class EmulatorDriver:
             "application_id": str(state.application_id),
             "type": kind,
             "data": data,
-            "guild_id": str(state.guild_id),
-            "guild": {"id": str(state.guild_id), "locale": "en-US", "features": []},
+            "guild_id": str(channel.guild_id),
+            "guild": {"id": str(channel.guild_id), "locale": "en-US", "features": []},
             "channel_id": str(channel.id),
             "channel": state.channel_payload(channel, viewer=user_id),
             "member": state.interaction_member(user_id, channel),
@@ -810,7 +952,7 @@ class EmulatorDriver:
             "guild_locale": "en-US",
             "entitlements": [],
             "entitlement_sku_ids": [],
-            "authorizing_integration_owners": {"0": str(state.guild_id)},
+            "authorizing_integration_owners": {"0": str(channel.guild_id)},
             "context": 0,
             "attachment_size_limit": state.upload_limit,
         }
@@ -820,7 +962,7 @@ class EmulatorDriver:
             type=kind,
             user_id=user_id,
             channel_id=channel.id,
-            guild_id=state.guild_id,
+            guild_id=channel.guild_id or state.guild_id,
             payload=payload,
             created_at=time.monotonic(),
         )
@@ -856,6 +998,20 @@ class EmulatorDriver:
     async def reconnect_bots(self) -> int:
         """Ask every connected bot to reconnect (op 7); discord.py then RESUMEs. -> how many."""
         count = self.gateway.request_reconnect()
+        await self._settle()
+        return count
+
+    async def close_gateway(self, code: int = 4000, reason: str = "") -> int:
+        """Close every bot's gateway socket with ``code``. After a resumable code (4000
+        unknown error, 4008 rate limited, ...) discord.py RESUMEs and gets what it missed;
+        after 4007 (invalid seq) or 4009 (session timed out) the session is gone and its
+        RESUME is answered INVALID_SESSION, so it identifies again. -> how many."""
+        return await self.gateway.close_connections(code, reason)
+
+    async def invalidate_session(self, resumable: bool = False) -> int:
+        """Send op 9 INVALID_SESSION (``d=resumable``) to every bot. ``False``: the session is
+        forgotten and discord.py identifies again; ``True``: it reconnects and RESUMEs."""
+        count = self.gateway.invalidate_sessions(resumable)
         await self._settle()
         return count
 

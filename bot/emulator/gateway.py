@@ -88,6 +88,10 @@ ALL_INTENTS = (1 << 26) - 1
 #: how long a dropped session may still RESUME (Discord does not publish its window)
 RESUME_WINDOW = 300.0
 
+#: close codes after which Discord's session is gone (topics/opcodes-and-status-codes,
+#: "Reconnect: false", plus 4007 and 4009 which say "reconnect and start a new session")
+NON_RESUMABLE_CLOSE = {4004, 4007, 4009, 4010, 4011, 4012, 4013, 4014}
+
 #: events Discord sends whatever the intents
 UNFILTERED = {
     "READY",
@@ -127,6 +131,8 @@ class Connection:
     session: Session | None = None
     #: called with each payload once its frame is on the wire
     on_sent: Callable[[dict[str, Any]], None] | None = None
+    #: the close code the emulator sent, if it closed the socket (the client echoes 1000)
+    server_close_code: int | None = None
 
     def start(self) -> None:
         self.writer = asyncio.create_task(self._write())
@@ -287,6 +293,7 @@ class Gateway:
                 await self._on_op(conn, op, payload.get("d"))
         except _Closed as closed:
             log.info("gateway closing the connection: %s %s", closed.code, closed.reason)
+            conn.server_close_code = closed.code
             await conn.stop()
             await ws.close(code=closed.code, message=closed.reason.encode())
         finally:
@@ -300,9 +307,13 @@ class Gateway:
         if session is not None and session.connection is conn:
             session.connection = None
             session.disconnected_at = time.monotonic()
-            # a client's clean close (1000/1001) ends the session; anything else may RESUME
-            code = conn.ws.close_code
-            session.resumable = code not in (1000, 1001)
+            # a client's clean close (1000/1001) ends the session, as does a close code
+            # of Discord's that says so; anything else may RESUME
+            code = conn.server_close_code or conn.ws.close_code
+            if conn.server_close_code is not None:
+                session.resumable = session.resumable and code not in NON_RESUMABLE_CLOSE
+            else:
+                session.resumable = code not in (1000, 1001)
             if not session.resumable:
                 self.sessions.pop(session.session_id, None)
             self.emu.state.changed()
@@ -345,7 +356,7 @@ class Gateway:
         ready: dict[str, Any] = {
             "v": 10,
             "user": state.bot_user_pii(),
-            "guilds": [{"id": str(state.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(g), "unavailable": True} for g in state.guilds],
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.emu.gateway_url,
@@ -365,7 +376,8 @@ class Gateway:
             ready["shard"] = session.shard
         session.dispatch("READY", ready)
         if intents & GUILDS:
-            session.dispatch("GUILD_CREATE", state.guild_create_payload())
+            for guild in state.guilds.values():
+                session.dispatch("GUILD_CREATE", state.guild_create_payload(guild))
         self.ready_count += 1
         self.emu.state.changed()
         log.info("gateway session %s identified (intents %s)", session.session_id, intents)
@@ -396,14 +408,15 @@ class Gateway:
 
     def _request_members(self, session: Session, data: dict[str, Any]) -> None:
         state = self.emu.state
-        if str(data.get("guild_id")) != str(state.guild_id):
+        guild = state.guilds.get(int(data.get("guild_id") or 0))
+        if guild is None:
             return
-        members = list(state.members.values())
+        members = list(guild.members.values())
         not_found: list[str] = []
         user_ids = data.get("user_ids")
         if user_ids is not None:
             wanted = [int(u) for u in (user_ids if isinstance(user_ids, list) else [user_ids])]
-            not_found = [str(u) for u in wanted if u not in state.members]
+            not_found = [str(u) for u in wanted if u not in guild.members]
             members = [m for m in members if m.user.id in wanted]
         else:
             query = str(data.get("query") or "").lower()
@@ -416,7 +429,7 @@ class Gateway:
             if limit:
                 members = members[:limit]
         chunk: dict[str, Any] = {
-            "guild_id": str(state.guild_id),
+            "guild_id": str(guild.id),
             "members": [state.member_payload(m) for m in members],
             "chunk_index": 0,
             "chunk_count": 1,
@@ -436,6 +449,43 @@ class Gateway:
         for session in self.live_sessions:
             assert session.connection is not None
             session.connection.send({"op": RECONNECT, "d": None, "s": None, "t": None})
+            count += 1
+        return count
+
+    async def close_connections(self, code: int, reason: str = "") -> int:
+        """Close every identified connection with ``code``, as Discord's gateway would.
+
+        After a resumable code the client may RESUME (and gets what it missed); after one
+        of :data:`NON_RESUMABLE_CLOSE` the session is gone, so a RESUME is answered
+        INVALID_SESSION ``false`` and the client identifies again. -> how many closed.
+        """
+        count = 0
+        for session in self.live_sessions:
+            conn = session.connection
+            assert conn is not None
+            if code in NON_RESUMABLE_CLOSE:
+                session.resumable = False
+                self.sessions.pop(session.session_id, None)
+            conn.server_close_code = code
+            await conn.stop()
+            await conn.ws.close(code=code, message=(reason or f"closed {code}").encode())
+            count += 1
+        log.info("gateway closed %d connection(s) with %s", count, code)
+        return count
+
+    def invalidate_sessions(self, resumable: bool) -> int:
+        """Send op 9 INVALID_SESSION ``d=resumable`` to every identified connection.
+
+        With ``False`` the session is forgotten at once (the client must IDENTIFY);
+        with ``True`` it stays, and the client's RESUME succeeds. -> how many.
+        """
+        count = 0
+        for session in self.live_sessions:
+            assert session.connection is not None
+            session.connection.send({"op": INVALID_SESSION, "d": resumable, "s": None, "t": None})
+            if not resumable:
+                session.resumable = False
+                self.sessions.pop(session.session_id, None)
             count += 1
         return count
 

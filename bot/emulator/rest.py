@@ -27,6 +27,7 @@ from aiohttp import BodyPartReader, hdrs, web
 
 from bot.emulator.state import (
     ADD_REACTIONS,
+    ATTACH_FILES,
     FLAG_EPHEMERAL,
     FLAG_LOADING,
     INTERACTION_APPLICATION_COMMAND,
@@ -87,12 +88,35 @@ class RequestRecord:
 
 
 @dataclass
-class ForcedRateLimit:
+class Fault:
+    """A rule the driver set: answer matching requests with an error instead of (or after)
+    handling them.
+
+    ``kind`` is ``"rate_limit"`` (a 429 with Discord's headers and body), ``"status"``
+    (``status`` without touching the state) or ``"after"`` (handle the request, so the
+    change happens and is dispatched, then answer ``status`` anyway: the outcome a client
+    cannot know). It applies ``remaining`` more times (None: no count) and until the
+    monotonic time ``until`` (None: no deadline); ``hits`` counts the requests it answered.
+    """
+
     method: str
     pattern: re.Pattern[str]
-    retry_after: float
-    global_: bool
-    remaining: int = 1
+    kind: str = "rate_limit"
+    status: int = 429
+    retry_after: float = 0.0
+    global_: bool = False
+    remaining: int | None = 1
+    until: float | None = None
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.method in (method, "*") and bool(self.pattern.search(path))
+
+    @property
+    def spent(self) -> bool:
+        if self.remaining is not None and self.remaining <= 0:
+            return True
+        return self.until is not None and time.monotonic() >= self.until
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -103,6 +127,11 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def _no_content() -> web.Response:
     return web.Response(status=204)
+
+
+def _server_error(status: int) -> web.Response:
+    reason = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+    return _json({"message": f"{status}: {reason.get(status, 'Server Error')}", "code": 0}, status)
 
 
 def _snowflake_param(request: web.Request, name: str) -> int | None:
@@ -141,6 +170,9 @@ class RestApi:
         self.emu = emulator
         self.state = emulator.state
         self._windows: dict[str, tuple[float, int]] = {}
+        #: requests per bucket (and major parameter) per window, as X-RateLimit-* tells
+        self.rate_limit = RATE_LIMIT
+        self.rate_window = RATE_WINDOW
 
     # -- wiring -----------------------------------------------------------------------
 
@@ -178,8 +210,10 @@ class RestApi:
         get(m, self.get_message, allow_head=False)
         patch(m, self.edit_message)
         delete(m, self.delete_message)
+        delete(m + "/reactions", self.clear_reactions)
         rx = m + "/reactions/{emoji_name}"
         get(rx, self.get_reactions, allow_head=False)
+        delete(rx, self.clear_reactions)
         put(rx + "/@me", self.put_reaction)
         delete(rx + "/@me", self.delete_own_reaction)
         delete(rx + "/{user_id}", self.delete_user_reaction)
@@ -267,10 +301,13 @@ class RestApi:
                 "interaction_token",
             )
         )
-        forced = self.emu._take_forced_rate_limit(request.method, rel)
-        if forced is not None:
+        fault = self.emu._take_fault(request.method, rel)
+        if fault is not None and fault.kind == "rate_limit":
             await self._drain(request)
-            return self._too_many(forced, bucket)
+            return self._too_many(fault, bucket)
+        if fault is not None and fault.kind == "status":
+            await self._drain(request)
+            return _server_error(fault.status)
         if route is not None and not (route.startswith(_NO_AUTH) or route in _PUBLIC):
             auth = request.headers.get(hdrs.AUTHORIZATION, "")
             if auth != f"Bot {self.state.bot_token}":
@@ -287,31 +324,40 @@ class RestApi:
             if err.status >= 500:
                 log.error("emulator error on %s %s: %s", request.method, rel, err)
             response = _json(err.body(), err.status)
+        if fault is not None and fault.kind == "after":
+            log.info(
+                "emulator handled %s %s (status %s) and answers %s",
+                request.method,
+                rel,
+                response.status,
+                fault.status,
+            )
+            response = _server_error(fault.status)
         for key, value in limit_headers.items():
             response.headers[key] = value
         return response
 
-    def _count(self, bucket: str, major: str) -> tuple[dict[str, str], ForcedRateLimit | None]:
+    def _count(self, bucket: str, major: str) -> tuple[dict[str, str], Fault | None]:
         now = time.time()
         key = f"{bucket}:{major}"
         start, count = self._windows.get(key, (now, 0))
-        if now - start >= RATE_WINDOW:
+        if now - start >= self.rate_window:
             start, count = now, 0
         count += 1
         self._windows[key] = (start, count)
-        reset = start + RATE_WINDOW
+        reset = start + self.rate_window
         headers = {
-            "X-RateLimit-Limit": str(RATE_LIMIT),
-            "X-RateLimit-Remaining": str(max(RATE_LIMIT - count, 0)),
+            "X-RateLimit-Limit": str(self.rate_limit),
+            "X-RateLimit-Remaining": str(max(self.rate_limit - count, 0)),
             "X-RateLimit-Reset": f"{reset:.3f}",
             "X-RateLimit-Reset-After": f"{max(reset - now, 0.001):.3f}",
             "X-RateLimit-Bucket": bucket,
         }
-        if count > RATE_LIMIT:
-            return headers, ForcedRateLimit("", re.compile(""), round(reset - now, 3), False)
+        if count > self.rate_limit:
+            return headers, Fault("", re.compile(""), retry_after=round(reset - now, 3))
         return headers, None
 
-    def _too_many(self, limit: ForcedRateLimit, bucket: str) -> web.Response:
+    def _too_many(self, limit: Fault, bucket: str) -> web.Response:
         now = time.time()
         body = {
             "message": "You are being rate limited.",
@@ -327,7 +373,7 @@ class RestApi:
         else:
             response.headers.update(
                 {
-                    "X-RateLimit-Limit": str(RATE_LIMIT),
+                    "X-RateLimit-Limit": str(self.rate_limit),
                     "X-RateLimit-Remaining": "0",
                     "X-RateLimit-Reset": f"{now + limit.retry_after:.3f}",
                     "X-RateLimit-Reset-After": f"{limit.retry_after:.3f}",
@@ -477,30 +523,30 @@ class RestApi:
     # -- guild ------------------------------------------------------------------------
 
     async def get_guild(self, request: web.Request) -> web.Response:
-        self.state.check_guild(request.match_info["guild_id"])
-        return _json(self.state.guild_payload(with_counts=_truthy(request, "with_counts")))
+        guild = self.state.check_guild(request.match_info["guild_id"])
+        return _json(self.state.guild_payload(guild, with_counts=_truthy(request, "with_counts")))
 
     async def get_guild_channels(self, request: web.Request) -> web.Response:
-        self.state.check_guild(request.match_info["guild_id"])
-        channels = [c for c in self.state.channels.values() if c.guild_id is not None]
+        guild = self.state.check_guild(request.match_info["guild_id"])
+        channels = [c for c in self.state.channels.values() if c.guild_id == guild.id]
         return _json([self.state.channel_payload(c) for c in channels])
 
     async def get_roles(self, request: web.Request) -> web.Response:
-        self.state.check_guild(request.match_info["guild_id"])
-        return _json(self.state.role_payloads())
+        guild = self.state.check_guild(request.match_info["guild_id"])
+        return _json(self.state.role_payloads(guild))
 
     async def list_members(self, request: web.Request) -> web.Response:
-        self.state.check_guild(request.match_info["guild_id"])
+        guild = self.state.check_guild(request.match_info["guild_id"])
         limit = _int_param(request, "limit", 1, 1, 1000)
         after = _snowflake_param(request, "after") or 0
         members = sorted(
-            (m for m in self.state.members.values() if m.user.id > after), key=lambda m: m.user.id
+            (m for m in guild.members.values() if m.user.id > after), key=lambda m: m.user.id
         )
         return _json([self.state.member_payload(m) for m in members[:limit]])
 
     async def get_member(self, request: web.Request) -> web.Response:
-        self.state.check_guild(request.match_info["guild_id"])
-        member = self.state.get_member(request.match_info["user_id"])
+        guild = self.state.check_guild(request.match_info["guild_id"])
+        member = self.state.get_member(request.match_info["user_id"], guild.id)
         return _json(self.state.member_payload(member))
 
     # -- channels & messages ----------------------------------------------------------
@@ -564,9 +610,14 @@ class RestApi:
     async def edit_message(self, request: web.Request) -> web.Response:
         msg = self._message(request, VIEW_CHANNEL)
         payload, files = await self._read(request)
+        channel = self.state.get_channel(msg.channel_id)
         if msg.author_id != self.state.bot_user.id:
             if set(payload) - {"flags"}:
                 raise ApiError(403, 50005, "Cannot edit a message authored by another user")
+            # only suppressing embeds is allowed on others' messages, with Manage Messages
+            self.state.require(self.state.bot_user.id, channel, MANAGE_MESSAGES)
+        if files:
+            self.state.require(self.state.bot_user.id, channel, ATTACH_FILES)
         msg = self.state.edit_message(msg, payload, files)
         return _json(self._render(msg))
 
@@ -603,6 +654,15 @@ class RestApi:
             channel = self.state.get_channel(msg.channel_id)
             self.state.require(self.state.bot_user.id, channel, MANAGE_MESSAGES)
         self.state.remove_reaction(msg, user_id, request.match_info["emoji_name"])
+        return _no_content()
+
+    async def clear_reactions(self, request: web.Request) -> web.Response:
+        """DELETE every reaction, or every reaction of one emoji (Manage Messages)."""
+        msg = self._message(request)
+        self.state.require(
+            self.state.bot_user.id, self.state.get_channel(msg.channel_id), MANAGE_MESSAGES
+        )
+        self.state.clear_reactions(msg, request.match_info.get("emoji_name"))
         return _no_content()
 
     async def get_reactions(self, request: web.Request) -> web.Response:

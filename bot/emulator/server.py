@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections import deque
 from types import TracebackType
 from typing import Any, Self
@@ -12,7 +13,7 @@ from aiohttp import web
 
 from bot.emulator.driver import EmulatorDriver
 from bot.emulator.gateway import PRIVILEGED_INTENTS, Gateway
-from bot.emulator.rest import API_PREFIX, ForcedRateLimit, RequestRecord, RestApi
+from bot.emulator.rest import API_PREFIX, Fault, RequestRecord, RestApi
 from bot.emulator.state import DEFAULT_UPLOAD_LIMIT, EmulatorState, EmuUser
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class DiscordEmulator(EmulatorDriver):
         self._init_driver()
         self.requests: deque[tuple[str, str, int]] = deque(maxlen=20000)
         self.request_log: deque[RequestRecord] = deque(maxlen=20000)
-        self._forced: list[ForcedRateLimit] = []
+        self._faults: list[Fault] = []
         self._runner: web.AppRunner | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -134,8 +135,8 @@ class DiscordEmulator(EmulatorDriver):
 
     @property
     def channels(self) -> dict[str, int]:
-        """Guild text channels by name: at least "general", "crowdcut", "moderators"."""
-        return {c.name: c.id for c in self.state.channels.values() if c.guild_id is not None}
+        """The first guild's text channels by name: "general", "crowdcut", "moderators"..."""
+        return {c.name: c.id for c in self.state.channels.values() if c.guild_id == self.guild_id}
 
     @property
     def roles(self) -> dict[str, int]:
@@ -148,27 +149,86 @@ class DiscordEmulator(EmulatorDriver):
         self.requests.append(record.as_tuple())
         self.request_log.append(record)
 
+    def _add_fault(self, fault: Fault, times: int | None, duration: float | None) -> Fault:
+        if times is None and duration is None:
+            raise ValueError("give times, duration or both; a fault without either never ends")
+        fault.remaining = times
+        fault.until = None if duration is None else time.monotonic() + duration
+        self._faults.append(fault)
+        return fault
+
     def rate_limit_next(
-        self, method: str, path_regex: str, retry_after: float = 0.3, global_: bool = False
-    ) -> None:
-        """Answer the next ``method`` request whose API path matches ``path_regex`` with a 429.
+        self,
+        method: str,
+        path_regex: str,
+        retry_after: float = 0.3,
+        global_: bool = False,
+        *,
+        times: int | None = 1,
+        duration: float | None = None,
+    ) -> Fault:
+        """Answer the next ``times`` ``method`` requests whose API path matches ``path_regex``
+        (or all of them for ``duration`` seconds: a 429 storm) with a 429.
 
         ``path_regex`` is searched in the path relative to the API base,
-        e.g. ``r"/channels/\\d+/messages$"``.
+        e.g. ``r"/channels/\\d+/messages$"``; ``method`` may be ``"*"``. The 429 carries
+        ``retry_after``/``global`` in the body and ``Retry-After``, ``X-RateLimit-Scope``
+        and either ``X-RateLimit-Global`` or the bucket headers, as Discord's do.
         """
-        self._forced.append(
-            ForcedRateLimit(method.upper(), re.compile(path_regex), float(retry_after), global_)
+        fault = Fault(
+            method.upper(),
+            re.compile(path_regex),
+            "rate_limit",
+            429,
+            float(retry_after),
+            global_,
         )
+        return self._add_fault(fault, times, duration)
 
-    def _take_forced_rate_limit(self, method: str, path: str) -> ForcedRateLimit | None:
-        for rule in self._forced:
-            if rule.method in (method, "*") and rule.pattern.search(path):
-                rule.remaining -= 1
-                if rule.remaining <= 0:
-                    self._forced.remove(rule)
-                log.info("emulator answers %s %s with a forced 429", method, path)
+    def fail_requests(
+        self,
+        method: str,
+        path_regex: str,
+        status: int = 503,
+        *,
+        times: int | None = 1,
+        duration: float | None = None,
+        after_handling: bool = False,
+    ) -> Fault:
+        """Answer matching requests with a 5xx (JSON body ``{"message", "code": 0}``).
+
+        Without ``after_handling`` nothing happens (an outage in front of Discord). With
+        it the request is handled first, so a message is created and MESSAGE_CREATE is
+        dispatched, and the client still gets ``status``: a create whose outcome it
+        cannot know. Count what exists afterwards with :meth:`messages`.
+        Returns the :class:`~bot.emulator.rest.Fault`; its ``hits`` says how many answered.
+        """
+        fault = Fault(
+            method.upper(),
+            re.compile(path_regex),
+            "after" if after_handling else "status",
+            int(status),
+        )
+        return self._add_fault(fault, times, duration)
+
+    def clear_faults(self) -> None:
+        """Forget every 429 and 5xx rule still pending."""
+        self._faults.clear()
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        self._faults = [f for f in self._faults if not f.spent]
+        for rule in self._faults:
+            if rule.matches(method, path):
+                if rule.remaining is not None:
+                    rule.remaining -= 1
+                rule.hits += 1
+                log.info("emulator answers %s %s with a forced %s", method, path, rule.status)
                 return rule
         return None
+
+    def set_rate_limit(self, limit: int = 50, window: float = 1.0) -> None:
+        """How many requests per route bucket (and channel/guild) per ``window`` seconds."""
+        self.rest.rate_limit, self.rest.rate_window = int(limit), float(window)
 
     def describe(self) -> dict[str, Any]:
         """What a developer needs to point a bot here."""

@@ -104,6 +104,9 @@ INTERACTION_AUTOCOMPLETE = 4
 INTERACTION_MODAL_SUBMIT = 5
 
 MAX_CONTENT = 2000
+MAX_NONCE = 25
+#: how long a nonce with ``enforce_nonce`` finds its message again ("the past few minutes")
+NONCE_WINDOW = 300.0
 MAX_ATTACHMENTS = 10
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 
@@ -312,6 +315,25 @@ class Member:
 
 
 @dataclass
+class Guild:
+    """One guild: its roles and members (its channels live in ``EmulatorState.channels``)."""
+
+    id: int
+    name: str
+    owner_id: int
+    created: float
+    roles: dict[int, Role] = field(default_factory=dict)
+    members: dict[int, Member] = field(default_factory=dict)
+    bot_role_id: int = 0
+
+    def role_by_name(self, name: str) -> Role:
+        for role in self.roles.values():
+            if role.name == name:
+                return role
+        raise KeyError(f"no role named {name!r}; roles: {[r.name for r in self.roles.values()]}")
+
+
+@dataclass
 class StoredFile:
     """The bytes behind one attachment, served by the emulator's CDN routes."""
 
@@ -498,19 +520,40 @@ class EmulatorState:
         self.bot_token = make_bot_token(self.bot_user.id)
         self.verify_key = secrets.token_hex(32)
 
-        self.guild_id = self.ids.new()
-        self.guild_name = guild_name
-        self.created = time.time()
-        self.roles: dict[int, Role] = {}
+        self.guilds: dict[int, Guild] = {}
         self.channels: dict[int, Channel] = {}
-        self.members: dict[int, Member] = {}
         self.messages: dict[int, StoredMessage] = {}
         self.channel_messages: dict[int, list[int]] = {}
         self.files: dict[int, StoredFile] = {}
         self.commands: dict[int | None, list[dict[str, Any]]] = {}
         self.interactions: dict[int, InteractionRecord] = {}
         self.dm_channels: dict[int, int] = {}  # user id -> DM channel id
-        self._build_guild()
+        #: (channel id, author id, nonce) -> (message id, time.time()) for ``enforce_nonce``
+        self.nonces: dict[tuple[int, int, str], tuple[int, float]] = {}
+        #: the first guild: what ``guild_id``, ``roles`` and ``members`` refer to
+        self.guild_id = self._build_guild(guild_name).id
+
+    @property
+    def guild(self) -> Guild:
+        return self.guilds[self.guild_id]
+
+    @property
+    def guild_name(self) -> str:
+        return self.guild.name
+
+    @property
+    def roles(self) -> dict[int, Role]:
+        """The first guild's roles."""
+        return self.guild.roles
+
+    @property
+    def members(self) -> dict[int, Member]:
+        """The first guild's members."""
+        return self.guild.members
+
+    @property
+    def bot_role_id(self) -> int:
+        return self.guild.bot_role_id
 
     # -- construction -----------------------------------------------------------------
 
@@ -519,8 +562,11 @@ class EmulatorState:
         self.users[user.id] = user
         return user
 
-    def _build_guild(self) -> None:
-        everyone = Role(self.guild_id, "@everyone", EVERYONE_PERMISSIONS, 0)
+    def _build_guild(self, name: str) -> Guild:
+        """A guild as the emulator sets one up: four roles, three channels, owner and bot."""
+        guild = Guild(self.ids.new(), name, self.owner.id, time.time())
+        self.guilds[guild.id] = guild
+        everyone = Role(guild.id, "@everyone", EVERYONE_PERMISSIONS, 0)
         bot_role = Role(
             self.ids.new(),
             self.bot_user.name,
@@ -540,72 +586,142 @@ class EmulatorState:
         )
         manager = Role(self.ids.new(), "Manager", MANAGER_PERMISSIONS, 1, color=0xE67E22)
         for role in (everyone, moderator, manager, bot_role):
-            self.roles[role.id] = role
-        self.bot_role_id = bot_role.id
+            guild.roles[role.id] = role
+        guild.bot_role_id = bot_role.id
 
-        self.add_channel("general", topic="Say hi")
-        self.add_channel("crowdcut", topic="Prompts for the community music video")
-        self.add_channel(
+        self._new_channel(guild, "general", "Say hi", [])
+        self._new_channel(guild, "crowdcut", "Prompts for the community music video", [])
+        self._new_channel(
+            guild,
             "moderators",
-            topic="Moderation queue",
-            overwrites=[
+            "Moderation queue",
+            [
                 Overwrite(everyone.id, 0, deny=VIEW_CHANNEL),
                 Overwrite(moderator.id, 0, allow=VIEW_CHANNEL | SEND_MESSAGES),
                 Overwrite(bot_role.id, 0, allow=VIEW_CHANNEL | SEND_MESSAGES),
             ],
         )
-        self._add_member_record(self.owner, [])
-        self._add_member_record(self.bot_user, [bot_role.id])
+        self._add_member_record(guild, self.owner, [])
+        self._add_member_record(guild, self.bot_user, [bot_role.id])
+        return guild
 
-    def add_channel(
-        self, name: str, *, topic: str | None = None, overwrites: list[Overwrite] | None = None
+    def add_guild(self, name: str) -> Guild:
+        """Another guild the bot is in, set up like the first (dispatches GUILD_CREATE)."""
+        guild = self._build_guild(name)
+        payload = self.guild_create_payload(guild)
+        # a guild joined while connected comes without "unavailable" (discord.py: guild_join)
+        del payload["unavailable"]
+        self.emit("GUILD_CREATE", payload)
+        self.changed()
+        return guild
+
+    def _new_channel(
+        self, guild: Guild, name: str, topic: str | None, overwrites: list[Overwrite]
     ) -> Channel:
-        position = sum(1 for c in self.channels.values() if c.guild_id is not None)
+        position = sum(1 for c in self.channels.values() if c.guild_id == guild.id)
         channel = Channel(
-            self.ids.new(),
-            name,
-            CHANNEL_GUILD_TEXT,
-            self.guild_id,
-            position,
-            topic,
-            overwrites or [],
+            self.ids.new(), name, CHANNEL_GUILD_TEXT, guild.id, position, topic, overwrites
         )
         self.channels[channel.id] = channel
         self.channel_messages[channel.id] = []
-        if hasattr(self, "bot_role_id"):  # not while the guild is being built
-            self.emit("CHANNEL_CREATE", self.channel_payload(channel))
-            self.changed()
         return channel
 
-    def set_member_roles(self, user_id: int, role_names: Iterable[str]) -> Member:
+    def add_channel(
+        self,
+        name: str,
+        *,
+        topic: str | None = None,
+        overwrites: list[Overwrite] | None = None,
+        guild_id: int | None = None,
+    ) -> Channel:
+        """A text channel in a guild (the first by default); dispatches CHANNEL_CREATE."""
+        channel = self._new_channel(self.get_guild(guild_id), name, topic, overwrites or [])
+        self.emit("CHANNEL_CREATE", self.channel_payload(channel))
+        self.changed()
+        return channel
+
+    def delete_channel(self, channel_id: int) -> Channel:
+        """Delete a guild channel (dispatches CHANNEL_DELETE); later requests get 10003."""
+        channel = self.get_channel(channel_id)
+        if channel.guild_id is None:
+            raise ApiError(400, 50003, "Cannot execute action on a DM channel")
+        payload = self.channel_payload(channel)
+        del self.channels[channel.id]
+        for mid in self.channel_messages.pop(channel.id, []):
+            self.messages[mid].deleted = True
+        self.emit("CHANNEL_DELETE", payload)
+        self.changed()
+        return channel
+
+    def set_overwrite(self, channel: Channel, target_id: int, allow: int, deny: int) -> None:
+        """Set (or with allow = deny = 0 remove) one overwrite; dispatches CHANNEL_UPDATE."""
+        if channel.guild_id is None:
+            raise ApiError(400, 50003, "Cannot execute action on a DM channel")
+        guild = self.guilds[channel.guild_id]
+        kind = 0 if target_id in guild.roles else 1
+        channel.overwrites = [o for o in channel.overwrites if o.id != target_id]
+        if allow or deny:
+            channel.overwrites.append(Overwrite(target_id, kind, allow=allow, deny=deny))
+        self.emit("CHANNEL_UPDATE", self.channel_payload(channel))
+        self.changed()
+
+    def set_role_permissions(self, role: Role, permissions: int) -> None:
+        """Change a role's permissions (dispatches GUILD_ROLE_UPDATE)."""
+        role.permissions = permissions
+        guild = next(g for g in self.guilds.values() if role.id in g.roles)
+        self.emit("GUILD_ROLE_UPDATE", {"guild_id": str(guild.id), "role": role.payload()})
+        self.changed()
+
+    def set_member_roles(
+        self, user_id: int, role_names: Iterable[str], *, guild_id: int | None = None
+    ) -> Member:
         """Replace a member's roles (dispatches GUILD_MEMBER_UPDATE)."""
-        member = self.get_member(user_id)
-        member.role_ids = [self.role_by_name(n).id for n in role_names]
+        guild = self.get_guild(guild_id)
+        member = self.get_member(user_id, guild.id)
+        member.role_ids = [guild.role_by_name(n).id for n in role_names]
         payload = self.member_payload(member)
-        self.emit("GUILD_MEMBER_UPDATE", {**payload, "guild_id": str(self.guild_id)})
+        self.emit("GUILD_MEMBER_UPDATE", {**payload, "guild_id": str(guild.id)})
         self.changed()
         return member
 
-    def _add_member_record(self, user: EmuUser, role_ids: list[int]) -> Member:
+    def _add_member_record(self, guild: Guild, user: EmuUser, role_ids: list[int]) -> Member:
         member = Member(user, role_ids, time.time())
-        self.members[user.id] = member
+        guild.members[user.id] = member
         return member
 
-    def add_member(self, name: str, role_names: Iterable[str] = (), *, bot: bool = False) -> Member:
-        role_ids = [self.role_by_name(n).id for n in role_names]
+    def add_member(
+        self,
+        name: str,
+        role_names: Iterable[str] = (),
+        *,
+        bot: bool = False,
+        guild_id: int | None = None,
+    ) -> Member:
+        """A new user joins a guild (the first by default); dispatches GUILD_MEMBER_ADD."""
+        guild = self.get_guild(guild_id)
+        role_ids = [guild.role_by_name(n).id for n in role_names]
         user = self._new_user(name, bot=bot)
-        member = self._add_member_record(user, role_ids)
-        self.emit(
-            "GUILD_MEMBER_ADD", {**self.member_payload(member), "guild_id": str(self.guild_id)}
-        )
+        return self._join(guild, user, role_ids)
+
+    def join_guild(self, user_id: int, guild_id: int, role_names: Iterable[str] = ()) -> Member:
+        """An existing user joins another guild; dispatches GUILD_MEMBER_ADD."""
+        guild = self.get_guild(guild_id)
+        user = self.get_user(user_id)
+        if user.id in guild.members:
+            raise ApiError(400, 0, f"user {user.id} is already a member of guild {guild.id}")
+        return self._join(guild, user, [guild.role_by_name(n).id for n in role_names])
+
+    def _join(self, guild: Guild, user: EmuUser, role_ids: list[int]) -> Member:
+        member = self._add_member_record(guild, user, role_ids)
+        self.emit("GUILD_MEMBER_ADD", {**self.member_payload(member), "guild_id": str(guild.id)})
         self.changed()
         return member
 
-    def role_by_name(self, name: str) -> Role:
-        for role in self.roles.values():
-            if role.name == name:
-                return role
-        raise KeyError(f"no role named {name!r}; roles: {[r.name for r in self.roles.values()]}")
+    def role_by_name(self, name: str, guild_id: int | None = None) -> Role:
+        return self.get_guild(guild_id).role_by_name(name)
+
+    def guild_of(self, channel: Channel) -> Guild | None:
+        return self.guilds.get(channel.guild_id) if channel.guild_id is not None else None
 
     def changed(self) -> int:
         self.revision += 1
@@ -626,9 +742,9 @@ class EmulatorState:
         except (KeyError, ValueError):
             raise unknown("User") from None
 
-    def get_member(self, user_id: int | str) -> Member:
+    def get_member(self, user_id: int | str, guild_id: int | str | None = None) -> Member:
         try:
-            return self.members[int(user_id)]
+            return self.get_guild(guild_id).members[int(user_id)]
         except (KeyError, ValueError):
             raise unknown("Member") from None
 
@@ -641,21 +757,30 @@ class EmulatorState:
             raise unknown("Message")
         return msg
 
-    def check_guild(self, guild_id: int | str) -> None:
-        if str(guild_id) != str(self.guild_id):
-            raise unknown("Guild")
+    def get_guild(self, guild_id: int | str | None = None) -> Guild:
+        """A guild by id (the first one for None); 404 Unknown Guild otherwise."""
+        if guild_id is None:
+            return self.guild
+        try:
+            return self.guilds[int(guild_id)]
+        except (KeyError, ValueError):
+            raise unknown("Guild") from None
+
+    def check_guild(self, guild_id: int | str) -> Guild:
+        return self.get_guild(guild_id)
 
     # -- permissions (topics/permissions, "Permission Hierarchy") ---------------------
 
-    def base_permissions(self, user_id: int) -> int:
-        if user_id == self.owner.id:
+    def base_permissions(self, user_id: int, guild_id: int | None = None) -> int:
+        guild = self.get_guild(guild_id)
+        if user_id == guild.owner_id:
             return ALL_PERMISSIONS
-        member = self.members.get(user_id)
+        member = guild.members.get(user_id)
         if member is None:
             return 0
-        perms = self.roles[self.guild_id].permissions
+        perms = guild.roles[guild.id].permissions
         for role_id in member.role_ids:
-            perms |= self.roles[role_id].permissions
+            perms |= guild.roles[role_id].permissions
         return ALL_PERMISSIONS if perms & ADMINISTRATOR else perms
 
     def channel_permissions(self, user_id: int, channel: Channel) -> int:
@@ -668,14 +793,14 @@ class EmulatorState:
                 | ATTACH_FILES
                 | EMBED_LINKS
             )
-        perms = self.base_permissions(user_id)
+        perms = self.base_permissions(user_id, channel.guild_id)
         if perms & ADMINISTRATOR or perms == ALL_PERMISSIONS:
             return ALL_PERMISSIONS
-        member = self.members.get(user_id)
+        member = self.guilds[channel.guild_id].members.get(user_id)
         if member is None:
             return 0
         by_id = {o.id: o for o in channel.overwrites}
-        everyone = by_id.get(self.guild_id)
+        everyone = by_id.get(channel.guild_id)
         if everyone:
             perms = (perms & ~everyone.deny) | everyone.allow
         allow = deny = 0
@@ -733,7 +858,7 @@ class EmulatorState:
             "interactions_endpoint_url": None,
             "role_connections_verification_url": None,
             "owner": self.owner.payload(),
-            "approximate_guild_count": 1,
+            "approximate_guild_count": len(self.guilds),
             "approximate_user_install_count": 0,
             "approximate_user_authorization_count": 0,
             "explicit_content_filter": 0,
@@ -742,8 +867,9 @@ class EmulatorState:
             "integration_types_config": {"0": {}},
         }
 
-    def role_payloads(self) -> list[dict[str, Any]]:
-        return [r.payload() for r in sorted(self.roles.values(), key=lambda r: r.position)]
+    def role_payloads(self, guild: Guild | None = None) -> list[dict[str, Any]]:
+        roles = (guild or self.guild).roles.values()
+        return [r.payload() for r in sorted(roles, key=lambda r: r.position)]
 
     def channel_payload(self, channel: Channel, *, viewer: int | None = None) -> dict[str, Any]:
         if channel.guild_id is None:
@@ -792,11 +918,17 @@ class EmulatorState:
             data["user"] = member.user.payload()
         return data
 
-    def guild_payload(self, *, with_counts: bool = False) -> dict[str, Any]:
-        general = next(c for c in self.channels.values() if c.name == "general")
+    def guild_payload(
+        self, guild: Guild | None = None, *, with_counts: bool = False
+    ) -> dict[str, Any]:
+        guild = guild or self.guild
+        general = next(
+            (c for c in self.channels.values() if c.guild_id == guild.id and c.name == "general"),
+            None,
+        )
         data: dict[str, Any] = {
-            "id": str(self.guild_id),
-            "name": self.guild_name,
+            "id": str(guild.id),
+            "name": guild.name,
             "icon": None,
             "description": None,
             "home_header": None,
@@ -804,17 +936,17 @@ class EmulatorState:
             "discovery_splash": None,
             "features": [],
             "banner": None,
-            "owner_id": str(self.owner.id),
+            "owner_id": str(guild.owner_id),
             "application_id": None,
             "region": "deprecated",
             "afk_channel_id": None,
             "afk_timeout": 300,
-            "system_channel_id": str(general.id),
+            "system_channel_id": str(general.id) if general else None,
             "system_channel_flags": 0,
             "widget_enabled": False,
             "widget_channel_id": None,
             "verification_level": 0,
-            "roles": self.role_payloads(),
+            "roles": self.role_payloads(guild),
             "default_message_notifications": 1,
             "mfa_level": 0,
             "explicit_content_filter": 0,
@@ -837,22 +969,23 @@ class EmulatorState:
             "incidents_data": None,
         }
         if with_counts:
-            data["approximate_member_count"] = len(self.members)
+            data["approximate_member_count"] = len(guild.members)
             data["approximate_presence_count"] = 0
         return data
 
-    def guild_create_payload(self) -> dict[str, Any]:
+    def guild_create_payload(self, guild: Guild | None = None) -> dict[str, Any]:
         """GUILD_CREATE: the REST guild plus the gateway-only extra fields."""
-        bot_member = self.members[self.bot_user.id]
+        guild = guild or self.guild
+        bot_member = guild.members[self.bot_user.id]
         return {
-            **self.guild_payload(),
+            **self.guild_payload(guild),
             "joined_at": iso(bot_member.joined_at),
             "large": False,
             "unavailable": False,
-            "member_count": len(self.members),
-            "members": [self.member_payload(m) for m in self.members.values()],
+            "member_count": len(guild.members),
+            "members": [self.member_payload(m) for m in guild.members.values()],
             "channels": [
-                self.channel_payload(c) for c in self.channels.values() if c.guild_id is not None
+                self.channel_payload(c) for c in self.channels.values() if c.guild_id == guild.id
             ],
             "threads": [],
             "presences": [],
@@ -865,7 +998,7 @@ class EmulatorState:
 
     def interaction_member(self, user_id: int, channel: Channel) -> dict[str, Any]:
         return {
-            **self.member_payload(self.members[user_id]),
+            **self.member_payload(self.get_member(user_id, channel.guild_id)),
             "permissions": str(self.channel_permissions(user_id, channel)),
         }
 
@@ -948,7 +1081,8 @@ class EmulatorState:
         roles: list[int] = []
         for match in ROLE_MENTION.finditer(content):
             rid = int(match.group(1))
-            role = self.roles.get(rid)
+            guild = self.guild_of(channel)
+            role = guild.roles.get(rid) if guild is not None else None
             if role is None or rid in roles or not ("roles" in parse or rid in allowed_roles):
                 continue
             if role.mentionable or can_everyone:
@@ -1116,12 +1250,25 @@ class EmulatorState:
         allow_flags: int = SETTABLE_FLAGS,
         check_permissions: bool = True,
     ) -> StoredMessage:
-        """Create a message as Discord does for ``POST /channels/{id}/messages`` and friends."""
+        """Create a message as Discord does for ``POST /channels/{id}/messages`` and friends.
+
+        With ``nonce`` and ``enforce_nonce: true``, a message the same author sent to the
+        same channel with the same nonce in the last few minutes is returned instead, and
+        nothing is created or dispatched (resources/message, "Create Message").
+        """
         files = list(files)
         if check_permissions:
             needed = SEND_MESSAGES | (ATTACH_FILES if files else 0)
             self.require(author.id, channel, needed)
         self._validate_message(payload, partial=False)
+        nonce_key = self._nonce_key(channel, author, payload)
+        if nonce_key is not None:
+            seen = self.nonces.get(nonce_key)
+            if seen is not None and time.time() - seen[1] < NONCE_WINDOW:
+                earlier = self.messages.get(seen[0])
+                if earlier is not None and not earlier.deleted:
+                    log.info("nonce %r seen before: returning message %s", nonce_key[2], seen[0])
+                    return earlier
         content = str(payload.get("content") or "")
         embeds = payload.get("embeds") or []
         components = payload.get("components") or []
@@ -1199,6 +1346,8 @@ class EmulatorState:
         )
         self.messages[msg_id] = stored
         self.channel_messages.setdefault(channel.id, []).append(msg_id)
+        if nonce_key is not None:
+            self.nonces[nonce_key] = (msg_id, time.time())
         if stored.visible_to is None:
             channel.last_message_id = msg_id
         stored.revision = self.changed()
@@ -1206,13 +1355,35 @@ class EmulatorState:
             self.emit("MESSAGE_CREATE", self.message_event(stored))
         return stored
 
+    def _nonce_key(
+        self, channel: Channel, author: EmuUser, payload: dict[str, Any]
+    ) -> tuple[int, int, str] | None:
+        nonce = payload.get("nonce")
+        if nonce is None:
+            return None
+        if isinstance(nonce, bool) or not isinstance(nonce, int | str):
+            raise form_error(["nonce"], "BASE_TYPE_BAD_TYPE", "Must be an integer or a string.")
+        if isinstance(nonce, str) and len(nonce) > MAX_NONCE:
+            raise form_error(
+                ["nonce"], "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_NONCE} or fewer in length."
+            )
+        enforce = payload.get("enforce_nonce")
+        if isinstance(enforce, str):  # a multipart form field rather than payload_json
+            enforce = enforce.lower() == "true"
+        if not enforce:
+            return None
+        now = time.time()
+        if len(self.nonces) > 10_000:
+            self.nonces = {k: v for k, v in self.nonces.items() if now - v[1] < NONCE_WINDOW}
+        return (channel.id, author.id, str(nonce))
+
     def interaction_metadata(self, interaction: InteractionRecord) -> dict[str, Any]:
         """``interaction_metadata`` of a message an interaction produced (resources/message)."""
         metadata: dict[str, Any] = {
             "id": str(interaction.id),
             "type": interaction.type,
             "user": self.users[interaction.user_id].payload(),
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": str(interaction.guild_id)},
         }
         if interaction.original_message_id is not None:
             metadata["original_response_message_id"] = str(interaction.original_message_id)
@@ -1288,11 +1459,12 @@ class EmulatorState:
         data = msg.render(None)
         if msg.guild_id:
             data["guild_id"] = str(msg.guild_id)
-            author = self.members.get(msg.author_id)
+            members = self.guilds[msg.guild_id].members
+            author = members.get(msg.author_id)
             if author is not None and "webhook_id" not in data:
                 data["member"] = self.member_payload(author, with_user=False)
             for mention in data["mentions"]:
-                m = self.members.get(int(mention["id"]))
+                m = members.get(int(mention["id"]))
                 if m is not None:
                     mention["member"] = self.member_payload(m, with_user=False)
         return data
@@ -1329,7 +1501,7 @@ class EmulatorState:
         }
         if msg.guild_id:
             event["guild_id"] = str(msg.guild_id)
-            member = self.members.get(user_id)
+            member = self.guilds[msg.guild_id].members.get(user_id)
             if member is not None:
                 event["member"] = self.member_payload(member)
         if msg.visible_to is None:
@@ -1357,6 +1529,31 @@ class EmulatorState:
             event["guild_id"] = str(msg.guild_id)
         if msg.visible_to is None:
             self.emit("MESSAGE_REACTION_REMOVE", event)
+        return True
+
+    def clear_reactions(self, msg: StoredMessage, emoji_text: str | None = None) -> bool:
+        """Remove every reaction, or every reaction of one emoji, from a message.
+
+        Dispatches MESSAGE_REACTION_REMOVE_ALL, or MESSAGE_REACTION_REMOVE_EMOJI for one
+        emoji (events/gateway-events); False when there was nothing to remove.
+        """
+        event: dict[str, Any] = {"channel_id": str(msg.channel_id), "message_id": str(msg.id)}
+        if msg.guild_id:
+            event["guild_id"] = str(msg.guild_id)
+        if emoji_text is None:
+            if not msg.reactions:
+                return False
+            msg.reactions.clear()
+            name = "MESSAGE_REACTION_REMOVE_ALL"
+        else:
+            key, emoji = parse_emoji(emoji_text)
+            if msg.reactions.pop(key, None) is None:
+                return False
+            event["emoji"] = dict(emoji)
+            name = "MESSAGE_REACTION_REMOVE_EMOJI"
+        msg.revision = self.changed()
+        if msg.visible_to is None:
+            self.emit(name, event)
         return True
 
     def reaction_users(
@@ -1439,8 +1636,10 @@ class EmulatorState:
         self.changed()
         return copy.deepcopy(stored)
 
-    def find_command(self, name: str) -> tuple[dict[str, Any], int | None]:
-        for scope in (self.guild_id, None):
+    def find_command(
+        self, name: str, guild_id: int | None = None
+    ) -> tuple[dict[str, Any], int | None]:
+        for scope in (guild_id or self.guild_id, None):
             for command in self.commands.get(scope, []):
                 if command["name"] == name and command["type"] == 1:
                     return command, scope
