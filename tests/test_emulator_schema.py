@@ -490,3 +490,36 @@ async def test_a_bot_session_asks_and_gets_what_the_spec_says() -> None:
         callbacks = [r for r in emu.request_log if r.route and r.route.endswith("/callback")]
         assert all(r.query.get("with_response") for r in callbacks)
         assert any("resource" in (r.response or {}) for r in callbacks)
+
+
+async def test_nonces_reaction_clears_and_a_second_guild_match_the_spec() -> None:
+    async with running_emulator() as emu:
+        bot = commands.Bot(command_prefix="!", **bot_options())
+        second = emu.add_guild("second server")
+        alice = emu.add_member("alice", guild_id=second.id)
+        async with running_bot(emu, bot):
+            channel = bot.get_channel(emu.channels["crowdcut"])
+            sent = await channel.send("clip", nonce="n-1")
+            assert (await channel.send("clip", nonce="n-1")).id == sent.id
+            await channel.send(file=discord.File(io.BytesIO(PNG), "a.png"), nonce="n-2")
+            await sent.add_reaction("👍")
+            await sent.add_reaction("🔥")
+            await sent.clear_reaction("🔥")
+            await sent.clear_reactions()
+            [m async for m in channel.history(limit=2, after=discord.Object(0))]
+            [m async for m in channel.history(limit=2, around=sent)]
+            g2 = bot.get_guild(second.id)
+            await g2.fetch_member(alice.id)
+            await g2.fetch_channels()
+            await g2.fetch_roles()
+            await bot.fetch_guild(second.id)
+            emu.delete_channel(second.channels["general"])
+            with pytest.raises(discord.NotFound):
+                await bot.get_channel(second.channels["crowdcut"]).fetch_message(sent.id)
+        covered = {(m, r) for (m, r, _s) in check_all(emu)}
+        assert {
+            ("DELETE", "/channels/{channel_id}/messages/{message_id}/reactions"),
+            ("DELETE", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}"),
+            ("GET", "/guilds/{guild_id}/channels"),
+            ("GET", "/guilds/{guild_id}/roles"),
+        } <= covered

@@ -56,17 +56,57 @@ Driver API
     emu.revision                              # pass as ``since`` to close races
     emu.attachment_bytes(attachment_dict)     # -> bytes
     emu.commands(guild=True)                  # what the application synced
-    emu.rate_limit_next("POST", r"/channels/\\d+/messages$", retry_after=0.3, global_=False)
     emu.set_upload_limit(n)
     emu.requests                              # (method, path, status), path relative to api_base
     emu.request_log                           # RequestRecord: route template, query, body, response
     emu.gateway_events                        # (event, data) dispatched
     emu.dm_channel_id(user_id), emu.open_dm(user_id)   # DMs between a member and the bot
-    emu.add_channel("name", topic=None) -> id          # CHANNEL_CREATE
-    emu.set_roles(user_id, ["Moderator"])              # GUILD_MEMBER_UPDATE
-    await emu.reconnect_bots()                # op 7: bots RESUME
+    emu.add_channel("name", topic=None, guild_id=None) -> id          # CHANNEL_CREATE
+    emu.set_roles(user_id, ["Moderator"], guild_id=None)              # GUILD_MEMBER_UPDATE
     await emu.wait_for_bot()
     await emu.close()
+
+More guilds (each built like the first: the same three channels, four roles and owner)::
+
+    g2 = emu.add_guild("second server")       # -> EmuGuild; GUILD_CREATE (on_guild_join)
+    g2.id, g2.name, g2.channels, g2.roles, g2.member_ids
+    emu.guild(guild_id=None), emu.guilds      # handles; READY lists every guild
+    emu.add_member("bob", roles=["Moderator"], guild_id=g2.id)
+    emu.join_guild(alice.id, g2.id, roles=[])  # an existing user joins another guild
+    emu.commands(guild=g2.id)                 # what was synced to that guild
+
+Moderators and admins::
+
+    await emu.delete_message(mod.id, channel_id, message_id)    # MESSAGE_DELETE
+    await emu.clear_reactions(mod.id, channel_id, message_id)   # MESSAGE_REACTION_REMOVE_ALL
+    await emu.clear_reactions(mod.id, channel_id, message_id, "👍")  # ..._REMOVE_EMOJI
+    emu.reactions(channel_id, message_id)     # {"👍": [user ids]}: what GET reactions serves
+    emu.delete_channel(channel_id)            # CHANNEL_DELETE; then 404 code 10003
+    emu.revoke_bot_permissions(ATTACH_FILES | MANAGE_MESSAGES, channel_id=None)  # CHANNEL_UPDATE
+    emu.restore_bot_permissions(ATTACH_FILES | MANAGE_MESSAGES, channel_id=None)
+    emu.set_channel_overwrite(channel_id, role_or_user_id, allow=0, deny=0)      # CHANNEL_UPDATE
+    emu.set_role_permissions("@everyone", bits, guild_id=None)               # GUILD_ROLE_UPDATE
+
+Faults (``path_regex`` is searched in the path relative to the API base; ``times`` or
+``duration`` seconds or both; each returns a ``Fault`` whose ``hits`` counts answers)::
+
+    emu.rate_limit_next("POST", r"/channels/\\d+/messages$", retry_after=0.3, global_=False,
+                        times=1, duration=None)                    # one 429, or a storm
+    emu.fail_requests("POST", r"/channels/\\d+/messages$", status=503, times=1)  # nothing done
+    emu.fail_requests("POST", r"...", status=500, times=1, after_handling=True)
+                                              # the message IS created, the client sees 500
+    emu.clear_faults()
+    emu.set_rate_limit(limit=50, window=1.0)  # the ordinary per-route bucket
+    await emu.reconnect_bots()                # op 7: bots RESUME
+    await emu.close_gateway(4000)             # resumable close: RESUME, missed events replayed
+    await emu.close_gateway(4009)             # 4007/4009: RESUME refused, bots IDENTIFY again
+    await emu.invalidate_session(resumable=False)   # op 9 d=false: IDENTIFY; d=true: RESUME
+
+Messages sent with ``nonce`` and ``enforce_nonce: true`` (discord.py sets both when
+given ``nonce=``) are created once per channel, author and nonce within five minutes;
+a repeat returns the first message and dispatches nothing. ``GET .../messages`` takes
+``before``/``after``/``around`` and ``limit`` 1..100 and answers newest first, as
+Discord does (with ``after``: the ``limit`` oldest messages after it, newest first).
 
 ``interaction_timeout`` is the ack deadline (3 s like Discord); an interaction
 not answered by then fails, and a late callback gets 404 Unknown interaction.
@@ -87,13 +127,14 @@ from bot.emulator.driver import (
     CommandNotAvailable,
     ComponentNotFound,
     DriverError,
+    EmuGuild,
     FileTooLarge,
     Interaction,
     InteractionFailed,
     InvalidOptions,
     UnknownCommand,
 )
-from bot.emulator.rest import RequestRecord
+from bot.emulator.rest import Fault, RequestRecord
 from bot.emulator.server import DiscordEmulator
 from bot.emulator.state import ApiError, EmuUser
 
@@ -103,7 +144,9 @@ __all__ = [
     "ComponentNotFound",
     "DiscordEmulator",
     "DriverError",
+    "EmuGuild",
     "EmuUser",
+    "Fault",
     "FileTooLarge",
     "Interaction",
     "InteractionFailed",

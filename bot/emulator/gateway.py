@@ -1,9 +1,10 @@
 """The emulator's Gateway (websocket) endpoint, API v10, JSON encoding.
 
 Follows discord.com/developers/docs/events/gateway: HELLO with a heartbeat
-interval, IDENTIFY (token and intents checked), READY then one GUILD_CREATE,
+interval, IDENTIFY (token and intents checked), READY then a GUILD_CREATE per guild,
 heartbeat ACKs, RESUME with replay of missed dispatches, REQUEST_GUILD_MEMBERS,
-op 7 RECONNECT on request, and Discord's close codes (4001 unknown opcode,
+op 7 RECONNECT, op 9 INVALID_SESSION and closes with any code on request
+(see :data:`NON_RESUMABLE_CLOSE`), and Discord's close codes (4001 unknown opcode,
 4002 decode error, 4003 not authenticated, 4004 authentication failed,
 4005 already authenticated, 4012 invalid API version, 4013 invalid intents,
 4014 disallowed intents).

@@ -8,8 +8,9 @@ response carries ``X-RateLimit-*`` headers and ``Via`` (discord.py treats a 429
 without ``Via`` as a Cloudflare ban and does not retry).
 
 Not emulated (answered 404 with Discord's body, and logged): threads, pins,
-webhooks other than interaction webhooks, guild/channel/role management,
-bans, emojis, stickers, polls, audit logs, invites, voice.
+webhooks other than interaction webhooks, guild/channel/role management by the bot
+(the driver changes them), bulk delete, bans, emojis, stickers, polls, audit logs,
+invites, voice.
 """
 
 from __future__ import annotations

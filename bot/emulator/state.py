@@ -1,4 +1,4 @@
-"""The emulator's in-memory Discord: one application, one guild, its people and messages.
+"""The emulator's in-memory Discord: one application, its guilds, people and messages.
 
 Nothing here touches the network. Every operation either returns Discord-shaped
 payloads (the REST objects of API v10, as Discord's OpenAPI description and
@@ -495,7 +495,8 @@ def _drop_none(value: Any) -> Any:
 
 
 class EmulatorState:
-    """One application with its bot user, one guild, and everything said in it."""
+    """One application with its bot user, its guilds (the first is ``guild_id``), and
+    everything said in them."""
 
     def __init__(
         self,
