@@ -51,9 +51,9 @@ async def test_voting_opened_for_some_hours_closes_by_itself(guild):
     await guild.slash(guild.mod, "project", subcommand="close")
     _, reply = await guild.slash(guild.mod, "project", {"hours": 0.0001}, subcommand="open")
     assert "Voting closes" in reply["content"]
-    await asyncio.sleep(0.5)
     since = guild.emu.revision
-    assert await guild.env.bot.close_due_projects() == 1
+    # nothing is due until the 0.36 s have passed; then exactly this project closes
+    assert await until(guild.env.bot.close_due_projects, timeout=5) == 1
     notice = await guild.emu.wait_for_message(guild.channel, since=since)
     assert "Voting time is over" in notice["content"]
     assert (await guild.app.store.get_project(project.id)).state == "closed"

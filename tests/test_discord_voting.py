@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from tests.discord_env import env, guild, until  # noqa: F401
 
 __all__ = ["env", "guild"]
@@ -44,14 +42,33 @@ async def _eq(g, clip, expected):
 async def test_votes_after_the_project_closes_do_not_count(guild):
     await guild.open_project()
     clip = await guild.prompt_and_post(guild.alice, "a forest")
+    barrier = await clip_in_another_open_project(guild)
     await react(guild, guild.bob, clip, "👍")
     await until(lambda: _eq(guild, clip, (1, 0)))
     _, reply = await guild.slash(guild.mod, "project", subcommand="close")
     assert "closed" in reply["content"]
     await react(guild, guild.carol, clip, "👍")
     await react(guild, guild.bob, clip, "👍", add=False)
-    await asyncio.sleep(0.3)
+    # votes are counted one event at a time in the order they came: once a later vote on
+    # an open project's clip is counted, the two above have been seen and refused
+    await guild.emu.add_reaction(guild.carol.id, barrier.channel_id, barrier.message_id, "👍")
+    await until(lambda: _eq(guild, barrier, (1, 0)))
     assert await tally(guild, clip) == (1, 0)
+    assert [v.voter_id for v in await guild.app.store.clip_votes(clip.id)] == [guild.bob.id]
+
+
+async def clip_in_another_open_project(g):
+    """A posted clip of a project open in #general, whose votes still count."""
+    general = g.emu.channels["general"]
+
+    async def slash(who, name, options, subcommand=None):
+        it = await g.emu.invoke_slash(who.id, general, name, options, subcommand=subcommand)
+        return await it.wait_reply(timeout=30)
+
+    await slash(g.mod, "project", {"title": "Barrier", "slots": 1}, "create")
+    reply = await slash(g.bob, "prompt", {"text": "a barrier"})
+    job_id = int(reply["content"].split("job #")[1].split(" ")[0])
+    return await until(lambda: g._posted_clip(job_id), timeout=60)
 
 
 async def test_votes_cast_while_the_bot_was_down_are_counted_on_start(guild):
