@@ -240,6 +240,85 @@ class Settings:
         2, "Requests the fal backend runs at once (fal starts new accounts at 2).", minimum=1
     )
 
+    # --- ComfyUI ---
+    comfyui_urls: str = _setting(
+        "http://127.0.0.1:8188",
+        "ComfyUI servers, comma-separated base URLs (a pool: each job goes to the "
+        "least-loaded live one).",
+    )
+    comfyui_workflow: str = _setting(
+        "",
+        "API-format workflow file (ComfyUI: Workflow > Export (API)); see "
+        "docs/workflows/.",
+    )
+    comfyui_inputs: str = _setting(
+        "",
+        "Where crowdcut writes each value: name=node_id.input, comma-separated, e.g. "
+        "prompt=6.text,seed=3.seed,frames=55.length,image=56.image (names: prompt, "
+        "negative, seed, frames or seconds, width, height, fps, image).",
+    )
+    comfyui_fps: float = _setting(
+        0.0,
+        "Frame rate the workflow renders at; 0: read it from the workflow (the fps input, "
+        "or a CreateVideo/SaveWEBM/VHS node), else 24.",
+        minimum=0.0,
+    )
+    comfyui_frame_step: int = _setting(
+        1,
+        "Frame counts the model takes are step*k+1 (Wan: 4, LTX-Video: 8); 1: any count.",
+        minimum=1,
+    )
+    comfyui_min_seconds: float = _setting(
+        1.0,
+        "Shortest clip the workflow is asked for.",
+        minimum=0.1,
+    )
+    comfyui_max_seconds: float = _setting(
+        5.0,
+        "Longest clip the workflow can make (and the natural clip length).",
+        minimum=0.1,
+    )
+    comfyui_durations: str = _setting(
+        "",
+        "Clip lengths in seconds the workflow takes, comma-separated (e.g. 5,10); empty: "
+        "any from COMFYUI_MIN_SECONDS to COMFYUI_MAX_SECONDS.",
+    )
+    comfyui_sizes: str = _setting(
+        "",
+        "Width x height per aspect ratio, e.g. 16:9=1280x704,9:16=704x1280,1:1=960x960; "
+        "empty: the workflow's own size, reshaped to each aspect.",
+    )
+    comfyui_negative_prompt: str = _setting(
+        "",
+        "Negative prompt written into the negative input.",
+    )
+    comfyui_image_required: bool = _setting(
+        True,
+        "The workflow cannot run without a reference image; false: for a prompt without "
+        "one the image branch is cut out (it must feed only optional inputs).",
+    )
+    comfyui_per_host_jobs: int = _setting(
+        1,
+        "Jobs crowdcut keeps queued or running on one ComfyUI host.",
+        minimum=1,
+    )
+    comfyui_resubmit_grace_seconds: float = _setting(
+        300.0,
+        "How long a job running on a host that stopped answering waits for it before it "
+        "is queued on another host.",
+        minimum=0.0,
+    )
+    comfyui_model: str = _setting(
+        "ComfyUI workflow",
+        "What makes the clips, for /clip and the credits (e.g. Wan 2.2 TI2V 5B).",
+    )
+    comfyui_token: str = _setting(
+        "",
+        "Token sent as Authorization: Bearer to a reverse proxy in front of ComfyUI; "
+        "empty: none.",
+        secret=True,
+    )
+
     # --- prompts and images ---
     prompt_max_chars: int = _setting(600, "Longest prompt accepted.", minimum=1)
     blocked_words: str = _setting(

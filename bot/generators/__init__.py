@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 #: backend name -> "module:factory"; the factory takes the settings and returns a Generator
 BACKENDS: Mapping[str, str] = {
     "local": "bot.generators.local:from_settings",
+    "comfyui": "bot.generators.comfyui:from_settings",
     "fal": "bot.generators.fal:from_settings",
     "replicate": "bot.generators.replicate:from_settings",
     "runway": "bot.generators.runway:from_settings",
