@@ -450,3 +450,26 @@ async def test_moderators_see_spend_per_project_member_and_backend(community):
     embed = reply["embeds"][0]
     assert embed["title"] == "💸 Spend — this server"
     assert "last 1 day" in embed["description"]
+
+
+async def test_a_prompt_the_project_cannot_pay_for_is_refused_in_discord_and_costs_nothing(
+    tmp_path,
+):
+    settings = make_settings(tmp_path, prices="local=0.10/s", project_budget=0.15)
+    async with bot_on_emulator(settings) as env:
+        guild = Community(env)
+        project = await guild.open_project()
+        first = await guild.prompt_and_post(guild.alice, "a lighthouse at dusk")
+        _, reply = await guild.slash(guild.bob, "prompt", {"text": "a second lighthouse"})
+        assert reply["flags"] & 64
+        assert reply["content"] == (
+            "⚠️ This project has spent $0.10 of its $0.15 budget; a 1 s clip on local costs "
+            "about $0.10. The bot's operator can raise PROJECT_BUDGET."
+        )
+        assert await guild.app.store.member_jobs(guild.bob.id, active_only=False) == []
+        assert await guild.app.store.spent(project_id=project.id) == pytest.approx(0.10)
+        _, reply = await guild.slash(guild.mod, "usage")
+        fields = {f["name"]: f["value"] for f in reply["embeds"][0]["fields"]}
+        assert fields["Per member"] == "alice — $0.10 · 1 generation"
+        assert fields["Per backend"] == "local — $0.10 · 1 generation · 1 s of video"
+        assert first.job_id
