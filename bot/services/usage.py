@@ -97,12 +97,7 @@ class UsageService:
     def _provider_seconds(self, backend: str, wanted: float | None) -> float | None:
         """What the backend will be asked for a clip of ``wanted`` seconds (it may round up
         to a length it accepts); ``wanted`` when the backend is not configured here."""
-        generators = getattr(self.app, "generators", None)
-        if generators is not None:
-            gen = generators.get(backend)
-        else:
-            gen = self.app.generator if self.app.generator.name == backend else None
-        caps = getattr(gen, "capabilities", None)
+        caps = getattr(self.app.generators.get(backend), "capabilities", None)
         if caps is None or wanted is None:
             return wanted
         return caps.duration_for(wanted) or wanted
