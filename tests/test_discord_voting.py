@@ -107,7 +107,10 @@ async def test_clip_info_and_leaderboard_show_the_votes(guild):
     await until(lambda: _eq(guild, b, (0, 1)))
     _, reply = await guild.slash(guild.carol, "clip", {"clip": a.id})
     fields = {f["name"]: f["value"] for f in reply["embeds"][0]["fields"]}
-    assert fields["Author"] == "alice" and fields["Backend"] == "local"
+    assert (
+        fields["Author"] == "alice"
+        and fields["Backend"] == "local · crowdcut procedural stand-in (no AI model)"
+    )
     assert fields["Votes"].startswith("👍 2 · 👎 0") and fields["Slot"] == "slot 1"
     assert fields["Seed"].isdigit()
     _, reply = await guild.slash(guild.carol, "leaderboard", {"slot": 1})
