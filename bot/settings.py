@@ -290,7 +290,7 @@ class Settings:
     )
     comfyui_negative_prompt: str = _setting(
         "",
-        "Negative prompt written into the negative input.",
+        "Negative prompt written into the negative input; empty: the workflow's own.",
     )
     comfyui_image_required: bool = _setting(
         True,

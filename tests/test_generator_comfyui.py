@@ -652,3 +652,93 @@ def test_the_image_branch_is_cut_only_where_the_image_is_optional():
     graph["3"]["inputs"]["images"] = ["2", 0]
     with pytest.raises(ValueError):
         without_node(graph, "1", info)
+
+
+# ------------------------------------------------------------------------ shipped workflows
+
+
+def documented_settings() -> dict[str, dict[str, str]]:
+    """The settings blocks of docs/generators.md's ComfyUI section, by workflow file."""
+    text = (Path(__file__).parents[1] / "docs" / "generators.md").read_text(encoding="utf-8")
+    section = text.split("## ComfyUI", 1)[1]
+    out: dict[str, dict[str, str]] = {}
+    for block in section.split("```")[1::2]:
+        pairs = dict(line.strip().split("=", 1) for line in block.strip().splitlines())
+        out[Path(pairs["COMFYUI_WORKFLOW"]).name] = pairs
+    return out
+
+
+@pytest.mark.parametrize("name", ["wan22_ti2v_5b_api.json", "comfyui_check_api.json"])
+def test_the_shipped_workflows_fit_a_real_server_with_their_documented_inputs(name):
+    settings = documented_settings()[name]
+    graph = json.loads((DOCS / name).read_text())
+    wf = Workflow(graph, parse_inputs(settings["COMFYUI_INPUTS"]))
+    required = settings.get("COMFYUI_IMAGE_REQUIRED", "true") == "true"
+    assert wf.problems(recorded("object_info_all.json"), image_required=required) == []
+    g = from_settings({**settings, "COMFYUI_WORKFLOW": str(DOCS / name)})
+    assert g.capabilities.image_input and g.capabilities.image_required == required
+
+
+async def test_the_no_weights_check_workflow_makes_a_clip(fake, tmp_path):
+    settings = documented_settings()["comfyui_check_api.json"]
+    g = from_settings(
+        {
+            **settings,
+            "COMFYUI_URLS": fake.url,
+            "COMFYUI_WORKFLOW": str(DOCS / settings["COMFYUI_WORKFLOW"].split("/")[-1]),
+        }
+    )
+    try:
+        assert "fits" in await g.check()
+        pid = await g.submit(request(aspect="9:16", seed=5, duration=2.0))
+        assert (await run_to_end(g, pid))[-1].state == JobState.DONE
+        graph = fake.history[pid]["prompt"][2]
+        assert (graph["3"]["inputs"]["width"], graph["3"]["inputs"]["height"]) == (192, 320)
+        assert graph["4"]["inputs"]["amount"] == 48 and graph["1"]["inputs"]["value"]
+        assert is_video(await g.download(pid, tmp_path / "check.mp4"))
+    finally:
+        await g.aclose()
+
+
+async def test_the_wan_workflow_reports_sampler_progress_and_runs_without_an_image(tmp_path):
+    info = recorded("object_info_all.json")
+    installed = {  # a server with the model files in place
+        "UNETLoader": "wan2.2_ti2v_5B_fp16.safetensors",
+        "CLIPLoader": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "VAELoader": "wan2.2_vae.safetensors",
+    }
+    extra = {}
+    for cls, file in installed.items():
+        entry = json.loads(json.dumps(info[cls]))
+        first = next(iter(entry["input"]["required"]))
+        entry["input"]["required"][first][0] = [file]
+        extra[cls] = entry
+    f = await FakeComfyUI(job_seconds=0.3, progress_steps=10, extra_nodes=extra).start()
+    settings = documented_settings()["wan22_ti2v_5b_api.json"]
+    g = from_settings(
+        {
+            **settings,
+            "COMFYUI_URLS": f.url,
+            "COMFYUI_WORKFLOW": str(DOCS / "wan22_ti2v_5b_api.json"),
+        }
+    )
+    g.hosts[0].health_seconds = 0.05
+    try:
+        await g.check()
+        pid = await g.submit(request(image=None, duration=2.0, prompt="a red kite over dunes"))
+        seen = await run_to_end(g, pid)
+        assert seen[-1].state == JobState.DONE
+        progress = [s.progress for s in seen if s.state == JobState.RUNNING and s.progress]
+        assert len(set(progress)) >= 3 and progress == sorted(progress)
+        graph = f.history[pid]["prompt"][2]
+        assert "56" not in graph and "start_image" not in graph["55"]["inputs"]
+        assert graph["55"]["inputs"]["length"] == 49
+        assert (graph["55"]["inputs"]["width"], graph["55"]["inputs"]["height"]) == (1280, 704)
+        assert graph["6"]["inputs"]["text"] == "a red kite over dunes"
+        with_image = await g.submit(request(duration=5.0))
+        await run_to_end(g, with_image)
+        assert f.history[with_image]["prompt"][2]["55"]["inputs"]["start_image"] == ["56", 0]
+        assert f.history[with_image]["prompt"][2]["55"]["inputs"]["length"] == 121
+    finally:
+        await g.aclose()
+        await f.stop()

@@ -330,7 +330,7 @@ class ComfyUIGenerator(GeneratorBase):
         size = self.sizes.get(request.aspect)
         return {
             "prompt": request.prompt,
-            "negative": self.negative_prompt,
+            "negative": self.negative_prompt or None,  # None: the workflow's own
             "seed": int(request.seed) % (2**32),
             "frames": frames_for(request.duration, self.fps, self.frame_step),
             "seconds": float(request.duration),
@@ -881,7 +881,9 @@ def _truthy(value: Any) -> bool:
 def from_settings(settings: Mapping[str, Any] | object) -> ComfyUIGenerator:
     """Build the ComfyUI backend from ``COMFYUI_*`` settings (see ``docs/generators.md``)."""
     urls = [
-        u.strip() for u in str(get_setting(settings, "comfyui_urls", "")).split(",") if u.strip()
+        u.strip()
+        for u in str(get_setting(settings, "comfyui_urls", "http://127.0.0.1:8188")).split(",")
+        if u.strip()
     ]
     for url in urls:
         if not url.startswith(("http://", "https://")):
