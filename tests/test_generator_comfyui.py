@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -742,3 +743,47 @@ async def test_the_wan_workflow_reports_sampler_progress_and_runs_without_an_ima
     finally:
         await g.aclose()
         await f.stop()
+
+
+# ------------------------------------------------------------------------ a real server
+
+REAL = os.environ.get("COMFYUI_TEST_URL", "")
+
+
+@pytest.mark.skipif(not REAL, reason="set COMFYUI_TEST_URL to a ComfyUI server to run it")
+async def test_a_real_comfyui_server_runs_the_check_workflow(tmp_path):
+    """Against a real ComfyUI (COMFYUI_TEST_URL, and COMFYUI_TEST_TOKEN behind a proxy):
+    the no-weights workflow, so any install will do, a CPU one too."""
+    settings = documented_settings()["comfyui_check_api.json"]
+    g = from_settings(
+        {
+            **settings,
+            "COMFYUI_URLS": REAL,
+            "COMFYUI_WORKFLOW": str(DOCS / "comfyui_check_api.json"),
+            "COMFYUI_TOKEN": os.environ.get("COMFYUI_TEST_TOKEN", ""),
+            "COMFYUI_PER_HOST_JOBS": 2,
+        }
+    )
+    try:
+        assert "fits" in await g.check()
+        req = request(seed=int(time.time()) % 1000, duration=1.0)
+        pid = await g.submit(req)
+        assert await g.find(req, since=time.time() - 60) == pid
+        seen = await run_to_end(g, pid, limit=300)
+        assert seen[-1] == JobStatus(JobState.DONE, 1.0), seen[-1]
+        out = await g.download(pid, tmp_path / "real.mp4")
+        assert sniff_video(out.read_bytes()[:16]) == "mp4" and is_video(out)
+        # a second job, cancelled while it waits behind a third
+        running = await g.submit(request(seed=1, duration=4.0))
+        waiting = await g.submit(request(seed=2, duration=4.0))
+        await g.cancel(waiting)
+        assert (await run_to_end(g, waiting, limit=300))[-1].state == JobState.CANCELED
+        await g.cancel(running)
+        assert (await run_to_end(g, running, limit=300))[-1].state in (
+            JobState.CANCELED,
+            JobState.DONE,  # it may end before the interrupt lands between nodes
+        )
+        # an unknown prompt id is on no host
+        assert await g.find(request(), since=time.time()) is None
+    finally:
+        await g.aclose()
