@@ -62,7 +62,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -81,12 +80,11 @@ from bot.generators.base import (
     JobStatus,
     get_setting,
 )
-from bot.generators.comfyui_pool import Host, PoolJob, QueueView
+from bot.generators.comfyui_pool import Host, Pool, PoolJob, host_label
 from bot.generators.comfyui_workflow import (
     OutputFile,
     Workflow,
     frames_for,
-    history_failure,
     load_workflow,
     node_errors_message,
     parse_inputs,
@@ -101,8 +99,6 @@ log = logging.getLogger(__name__)
 
 K = GeneratorErrorKind
 
-#: finished job records are forgotten after this long (a later poll looks them up again)
-_KEEP_FINISHED_SECONDS = 3600.0
 _UUID_NAMESPACE = uuid.UUID("6f1d3c1e-6a4e-4c35-9a59-3f0d1f4f2c11")
 
 
@@ -171,8 +167,6 @@ class ComfyUIGenerator(GeneratorBase):
         self.fps = float(fps or workflow.own_fps() or 24.0)
         self.frame_step = max(1, int(frame_step))
         self.negative_prompt = negative_prompt
-        self.per_host_jobs = max(1, int(per_host_jobs))
-        self.resubmit_grace = float(resubmit_grace)
         self.client_id = client_id or uuid.uuid4().hex
         self._ffmpeg_setting = ffmpeg_binary
         self.policy = policy or RetryPolicy()
@@ -200,130 +194,46 @@ class ComfyUIGenerator(GeneratorBase):
         )
         self.clip_seconds = self.capabilities.natural_seconds
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._session = session
-        self._own_session = session is None
-        self.hosts: list[Host] = []
-        for i, url in enumerate(urls):
-            http = ProviderHTTP(
-                f"comfyui {_label(url)}",
-                base_url=url,
-                headers=headers,
-                secrets=[token] + _url_secrets(url),
-                policy=self.policy,
-                session=session,
-                classify=_classify_prompt_error,
+        clients = [
+            (
+                url,
+                ProviderHTTP(
+                    f"comfyui {host_label(url)}",
+                    base_url=url,
+                    headers=headers,
+                    secrets=[token, *_url_secrets(url)],
+                    policy=self.policy,
+                    session=session,
+                    classify=_classify_prompt_error,
+                ),
             )
-            self.hosts.append(
-                Host(
-                    url,
-                    i,
-                    http=http,
-                    client_id=self.client_id,
-                    health_seconds=health_seconds,
-                    probe_timeout=probe_timeout or min(5.0, self.policy.timeout),
-                    on_frame=self._on_frame,
-                    on_change=self._on_host_change,
-                    on_ws=self._on_ws,
-                )
-            )
-        self.max_concurrency = len(self.hosts) * self.per_host_jobs
-        self._jobs: dict[str, PoolJob] = {}
-        self._started = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._move_lock = asyncio.Lock()
+            for url in urls
+        ]
+        self.pool = Pool(
+            clients,
+            client_id=self.client_id,
+            per_host_jobs=per_host_jobs,
+            resubmit_grace=resubmit_grace,
+            health_seconds=health_seconds,
+            probe_timeout=probe_timeout or min(5.0, self.policy.timeout),
+            image_node=workflow.image_node,
+        )
+        self.hosts = self.pool.hosts
+        self._jobs = self.pool.jobs
+        self.max_concurrency = len(self.hosts) * self.pool.per_host_jobs
+
+    @property
+    def per_host_jobs(self) -> int:
+        return self.pool.per_host_jobs
 
     # ------------------------------------------------------------------ lifecycle
     def _start(self) -> None:
-        if self._started:
-            return
-        self._started = True
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(
-                    total=self.policy.timeout,
-                    sock_connect=self.policy.connect_timeout,
-                    sock_read=self.policy.read_timeout,
-                )
-            )
-            self._own_session = True
-        for host in self.hosts:
-            host.http._session = self._session
-            host.http._own_session = False
-            host.start()
+        self.pool.start()
 
     async def aclose(self) -> None:
+        await self.pool.aclose()
         for host in self.hosts:
-            await host.aclose()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._own_session and self._session is not None:
-            await self._session.close()
-        self._started = False
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # ------------------------------------------------------------------ events
-    def _on_frame(self, host: Host, kind: str, data: Mapping[str, Any]) -> None:
-        pid = data.get("prompt_id")
-        job = self._jobs.get(pid) if isinstance(pid, str) else None
-        if job is None or job.host is not host or job.final is not None:
-            return  # not ours, or a stale copy's frames
-        job.on_frame(kind, data)
-        job.event.set()
-
-    def _on_ws(self, host: Host, connected: bool) -> None:
-        # frames may have been missed: the next poll of each job asks over HTTP
-        for job in self._jobs.values():
-            if job.host is host and job.final is None:
-                job.started = job.ended = False
-                job.event.set()
-
-    async def _on_host_change(self, host: Host, up: bool) -> None:
-        for job in self._jobs.values():
-            if job.final is None and (job.host is host or host in job.stale):
-                job.event.set()
-        if up:
-            self._spawn(self._reconcile(host))
-
-    # ------------------------------------------------------------------ capacity
-    def _live(self) -> list[Host]:
-        return [h for h in self.hosts if h.up]
-
-    def _choose(self, *, exclude: Host | None = None, limit: bool = True) -> list[Host]:
-        """Live hosts, least loaded first (ties: the one that got a job longest ago)."""
-        hosts = [h for h in self._live() if h is not exclude]
-        if limit:
-            hosts = [h for h in hosts if len(h.active) < self.per_host_jobs]
-        return sorted(hosts, key=lambda h: (h.load, len(h.active), h.last_assigned, h.index))
-
-    def _assign(self, job: PoolJob, host: Host) -> None:
-        if job.host is not host:
-            job.host.active.discard(job.pid)
-        job.host = host
-        host.active.add(job.pid)
-        host.last_assigned = time.monotonic()
-
-    def _finish(self, job: PoolJob, status: JobStatus) -> JobStatus:
-        job.final = status
-        job.state = status.state
-        job.finished_at = time.monotonic()
-        job.graph = None
-        job.image = None
-        job.host.active.discard(job.pid)
-        return status
-
-    def _prune(self) -> None:
-        now = time.monotonic()
-        for pid, job in list(self._jobs.items()):
-            if job.finished_at is not None and now - job.finished_at > _KEEP_FINISHED_SECONDS:
-                if not job.stale:
-                    del self._jobs[pid]
+            await host.http.aclose()
 
     # ------------------------------------------------------------------ submit
     def _values(self, request: GenerationRequest, image_name: str | None) -> dict[str, Any]:
@@ -369,52 +279,17 @@ class ComfyUIGenerator(GeneratorBase):
             raise GeneratorError(K.INVALID_INPUT, f"comfyui: {e}") from None
         return graph, image_name
 
-    async def _upload(self, host: Host, name: str, image: bytes) -> None:
-        def form() -> aiohttp.FormData:
-            data = aiohttp.FormData()
-            data.add_field("image", image, filename=name, content_type="image/png")
-            data.add_field("type", "input")
-            data.add_field("overwrite", "true")
-            return data
-
-        body = await host.http.post_json("/upload/image", data=form)
-        if not isinstance(body, Mapping) or body.get("name") != name:
-            raise host.http.error(
-                K.MALFORMED, "POST /upload/image: the answer does not name the uploaded file"
-            )
-
-    async def _queue_on(self, host: Host, job: PoolJob) -> None:
-        """Upload the job's image (if any) and ``POST /prompt`` it on ``host``."""
-        if job.image is not None and job.image_name:
-            await self._upload(host, job.image_name, job.image)
-        body = await host.http.post_json(
-            "/prompt",
-            {"prompt": job.graph, "client_id": self.client_id, "prompt_id": job.pid},
-            create=True,
-        )
-        if not isinstance(body, Mapping) or not isinstance(body.get("prompt_id"), str):
-            raise host.http.error(
-                K.OUTCOME_UNKNOWN, "POST /prompt: the answer has no prompt_id; the job may exist"
-            )
-        if body["prompt_id"] != job.pid:
-            raise host.http.error(
-                K.INVALID_INPUT,
-                "POST /prompt: the server ignored the prompt_id crowdcut chose; ComfyUI "
-                "0.3.50 or newer is needed",
-            )
-        host.forget_queue()
-
     async def submit(self, request: GenerationRequest) -> str:
         self._start()
-        self._prune()
+        self.pool.prune()
         pid = prompt_id_for(request.idempotency_key)
         known = self._jobs.get(pid)
         if known is not None and known.final is None:
             return pid  # the same submission again: it is queued already
-        live = self._live()
+        live = self.pool.live()
         if not live:
             raise GeneratorError(K.UNAVAILABLE, "comfyui: no host answers", retry_after=5.0)
-        candidates = self._choose()
+        candidates = self.pool.choose()
         if not candidates:
             raise GeneratorError(
                 K.RATE_LIMITED,
@@ -433,9 +308,9 @@ class ComfyUIGenerator(GeneratorBase):
                 nodes=len(graph),
             )
             self._jobs[pid] = job
-            self._assign(job, host)
+            self.pool.assign(job, host)
             try:
-                await self._queue_on(host, job)
+                await self.pool.queue_on(host, job)
                 log.info("comfyui: queued %s on %s", pid, host.label)
                 return pid
             except GeneratorError as e:
@@ -449,207 +324,28 @@ class ComfyUIGenerator(GeneratorBase):
                 await host.check_alive()
         raise last or GeneratorError(K.UNAVAILABLE, "comfyui: no host took the job")
 
-    # ------------------------------------------------------------------ lookups
-    async def _lookup(self, host: Host, pid: str) -> tuple[str, Any] | None:
-        """Where ``pid`` is on ``host``: ("history", entry) / ("running"|"pending", item)."""
-        entry = await host.history(pid)
-        if entry is not None:
-            return "history", entry
-        view = await host.queue()
-        if pid in view.running:
-            return "running", view.running[pid]
-        if pid in view.pending:
-            return "pending", view.pending[pid]
-        entry = await host.history(pid)  # it may have finished between the two
-        return ("history", entry) if entry is not None else None
-
-    async def _locate(self, pid: str) -> PoolJob | None:
-        """Find ``pid`` on every host (after a restart of crowdcut, or for ``find``).
-
-        ``None`` when every host answered and none has it; ``UNAVAILABLE`` when a host
-        that might have it did not answer."""
-        results = await asyncio.gather(
-            *(self._lookup(h, pid) for h in self.hosts), return_exceptions=True
-        )
-        found: list[tuple[int, Host, str, Any]] = []
-        failed: list[Host] = []
-        garbage: GeneratorError | None = None
-        for host, res in zip(self.hosts, results, strict=True):
-            if isinstance(res, BaseException):
-                if not isinstance(res, GeneratorError):
-                    raise res
-                if res.kind in (K.UNAVAILABLE, K.RATE_LIMITED):
-                    await host.check_alive()
-                else:
-                    garbage = garbage or res
-                failed.append(host)
-            elif res is not None:
-                where, body = res
-                rank = {"running": 1, "pending": 2}.get(where, 3)
-                if where == "history":
-                    ok = (body.get("status") or {}).get("status_str") == "success"
-                    rank = 0 if ok else 3
-                found.append((rank, host, where, body))
-        known = self._jobs.get(pid)
-        if not found:
-            if garbage is not None:
-                raise garbage
-            if failed:
-                raise GeneratorError(
-                    K.UNAVAILABLE,
-                    f"comfyui: cannot tell whether job {pid} exists: "
-                    f"{', '.join(h.label for h in failed)} did not answer",
-                )
-            return None
-        found.sort(key=lambda f: (f[0], f[1].index))
-        _, host, where, body = found[0]
-        job = known or PoolJob(pid, host)
-        self._jobs[pid] = job
-        self._assign(job, host)
-        for _, other, other_where, _ in found[1:]:
-            if other_where in ("running", "pending"):
-                job.stale.add(other)  # a duplicate: the reconcile step cancels it
-                self._spawn(self._clean_stale(job, other))
-        if where == "history":
-            self._settle(job, body)
-        else:
-            job.graph = body[2] if isinstance(body[2], Mapping) else None
-            job.nodes = len(job.graph or {}) or 1
-            if where == "running":
-                job.state = JobState.RUNNING
-            await self._recover_image(job, host)
-        return job
-
-    async def _recover_image(self, job: PoolJob, host: Host) -> None:
-        """Read back the reference image a job uses, so it can be queued elsewhere."""
-        node = self.workflow.image_node
-        if not node or not job.graph or node not in job.graph:
-            return
-        name = job.graph[node].get("inputs", {}).get("image")
-        if not isinstance(name, str) or not name.startswith("crowdcut-"):
-            return
-        query = urlencode({"filename": name, "type": "input", "subfolder": ""})
-        with contextlib.suppress(GeneratorError):
-            resp = await host.http.request("GET", f"/view?{query}", expect_json=False)
-            if isinstance(resp.body, bytes) and resp.body[:8] == b"\x89PNG\r\n\x1a\n":
-                job.image, job.image_name = resp.body, name
-
     async def find(self, request: GenerationRequest, *, since: float) -> str | None:
         if not request.idempotency_key:
             return await super().find(request, since=since)
         self._start()
         pid = prompt_id_for(request.idempotency_key)
-        job = await self._locate(pid)
+        job = await self.pool.locate(pid)
         return pid if job is not None else None
 
     # ------------------------------------------------------------------ poll
-    def _settle(self, job: PoolJob, entry: Mapping[str, Any]) -> JobStatus:
-        status = entry.get("status")
-        if not isinstance(status, Mapping):
-            raise job.host.http.error(K.MALFORMED, "GET /history: the entry has no status")
-        if job.cancel_requested:
-            return self._finish(job, JobStatus(JobState.CANCELED))
-        if status.get("status_str") == "success":
-            job.outputs = entry.get("outputs")
-            return self._finish(job, JobStatus(JobState.DONE, 1.0))
-        event, kind, message = history_failure(entry)
-        error = GeneratorError(kind, f"comfyui {job.host.label}: {message}")
-        return self._finish(job, JobStatus(JobState.FAILED, error=error))
-
+    # ------------------------------------------------------------------ poll
     async def poll(self, job_id: str) -> JobStatus:
         self._start()
-        job = self._jobs.get(job_id)
+        job = self._jobs.get(job_id) or await self.pool.locate(job_id)
         if job is None:
-            job = await self._locate(job_id)
-            if job is None:
-                return JobStatus(
-                    JobState.FAILED,
-                    error=GeneratorError(
-                        K.UNKNOWN,
-                        f"comfyui: no host has job {job_id} (a ComfyUI restart loses its queue)",
-                    ),
-                )
-        job.event.clear()
-        for _ in range(3):
-            if job.final is not None:
-                return job.final
-            host = job.host
-            if not host.up:
-                return await self._poll_down(job)
-            if host.ws_connected and job.started and not job.ended:
-                return job.status()  # the websocket keeps us up to date
-            try:
-                found = await self._lookup(host, job.pid)
-            except GeneratorError as e:
-                if e.kind == K.UNAVAILABLE and not await host.check_alive():
-                    continue  # now down: decide by the rules for down hosts
-                raise
-            if found is None:
-                if job.cancel_requested:
-                    return self._finish(job, JobStatus(JobState.CANCELED))
-                if not await self._lost(job):
-                    return job.status()
-                continue
-            where, body = found
-            if where == "history":
-                return self._settle(job, body)
-            job.state = JobState.RUNNING if where == "running" else JobState.QUEUED
-            return job.status()
-        return job.status()
-
-    async def _poll_down(self, job: PoolJob) -> JobStatus:
-        """The job's host is down: move it, or wait for the host, by the pool's rules."""
-        down_for = time.monotonic() - (job.host.down_since or time.monotonic())
-        running = job.state == JobState.RUNNING
-        if running and down_for < self.resubmit_grace:
-            return job.status()  # polled again when the host returns
-        if job.graph is None:
-            raise GeneratorError(
-                K.UNAVAILABLE, f"comfyui: {job.host.label} is down and has job {job.pid}"
+            return JobStatus(
+                JobState.FAILED,
+                error=GeneratorError(
+                    K.UNKNOWN,
+                    f"comfyui: no host has job {job_id} (a ComfyUI restart loses its queue)",
+                ),
             )
-        if await self._move(job):
-            return job.status()
-        if not self._live():
-            raise GeneratorError(K.UNAVAILABLE, "comfyui: no host answers", retry_after=5.0)
-        return job.status()
-
-    async def _lost(self, job: PoolJob) -> bool:
-        """The job is on no queue and in no history of its live host: queue it again.
-        Returns whether it was queued again; raises when it cannot be (no graph)."""
-        if job.graph is None:
-            error = GeneratorError(
-                K.UNKNOWN, f"comfyui {job.host.label}: job {job.pid} is gone from the host"
-            )
-            self._finish(job, JobStatus(JobState.FAILED, error=error))
-            return True
-        return await self._move(job, allow_same=True)
-
-    async def _move(self, job: PoolJob, *, allow_same: bool = False) -> bool:
-        """Queue ``job`` on the least-loaded live host (another one unless ``allow_same``)."""
-        async with self._move_lock:
-            if job.final is not None:
-                return True
-            old = job.host
-            targets = self._choose(exclude=None if allow_same else old, limit=False)
-            for target in targets:
-                try:
-                    await self._queue_on(target, job)
-                except GeneratorError as e:
-                    if e.kind in (K.UNAVAILABLE, K.RATE_LIMITED):
-                        await target.check_alive()
-                        continue
-                    if e.kind != K.OUTCOME_UNKNOWN:
-                        raise
-                    # maybe queued: the next poll looks there, and queues again if not
-                if target is not old:
-                    job.stale.add(old)
-                self._assign(job, target)
-                job.state = JobState.QUEUED
-                job.started = job.ended = False
-                job.moves += 1
-                log.warning("comfyui: job %s moved from %s to %s", job.pid, old.label, target.label)
-                return True
-            return False
+        return await self.pool.refresh(job)
 
     async def wait(self, job_id: str, timeout: float) -> None:
         job = self._jobs.get(job_id)
@@ -659,77 +355,13 @@ class ComfyUIGenerator(GeneratorBase):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(job.event.wait(), timeout)
 
-    # ------------------------------------------------------------------ the pool's repairs
-    async def _reconcile(self, host: Host) -> None:
-        """``host`` is back: remove copies of moved jobs, keep a result it already has."""
-        for job in list(self._jobs.values()):
-            if host in job.stale or (job.cancel_requested and job.host is host):
-                with contextlib.suppress(GeneratorError):
-                    await self._clean_stale(job, host)
-
-    async def _clean_stale(self, job: PoolJob, host: Host) -> None:
-        found = await self._lookup(host, job.pid)
-        if job.host is host:  # canceled while the host was down
-            await self._remove_from(host, job.pid, found)
-            return
-        if found is not None and found[0] == "history" and job.final is None:
-            entry = found[1]
-            if (entry.get("status") or {}).get("status_str") == "success":
-                newer = job.host
-                log.warning(
-                    "comfyui: %s had already finished job %s; keeping that result",
-                    host.label,
-                    job.pid,
-                )
-                job.stale.discard(host)
-                job.stale.add(newer)
-                self._assign(job, host)
-                self._settle(job, entry)
-                job.event.set()
-                with contextlib.suppress(GeneratorError):
-                    await self._remove_from(newer, job.pid, await self._lookup(newer, job.pid))
-                    job.stale.discard(newer)
-                return
-        await self._remove_from(host, job.pid, found)
-        job.stale.discard(host)
-
-    async def _remove_from(self, host: Host, pid: str, found: tuple[str, Any] | None) -> None:
-        if found is None or found[0] == "history":
-            return
-        if found[0] == "pending":
-            await host.delete(pid)
-            found = await self._lookup(host, pid)  # it may have started meanwhile
-        if found is not None and found[0] == "running":
-            await host.interrupt(pid)
-        log.info("comfyui: removed a copy of job %s from %s", pid, host.label)
-
+    # ------------------------------------------------------------------ cancel
     # ------------------------------------------------------------------ cancel
     async def cancel(self, job_id: str) -> None:
         self._start()
-        job = self._jobs.get(job_id) or await self._locate(job_id)
-        if job is None:
-            return
-        job.cancel_requested = True
-        if job.final is not None:
-            return
-        failed: GeneratorError | None = None
-        for host in {job.host, *job.stale}:
-            if not host.up:
-                continue  # done when it comes back (see _reconcile)
-            try:
-                view: QueueView = await host.queue()
-                if job.pid in view.pending:
-                    await host.delete(job.pid)
-                    view = await host.queue()
-                if job.pid in view.running:
-                    await host.interrupt(job.pid)
-            except GeneratorError as e:
-                if e.kind in (K.UNAVAILABLE, K.RATE_LIMITED) and not await host.check_alive():
-                    continue  # down now: done when it comes back
-                failed = failed or e
-        job.event.set()
-        if failed is not None:
-            raise failed
+        job = self._jobs.get(job_id) or await self.pool.locate(job_id)
+        if job is not None:
+            await self.pool.cancel(job)
 
     # ------------------------------------------------------------------ download
     async def download(self, job_id: str, dest: Path) -> Path:
@@ -842,12 +474,6 @@ class ComfyUIGenerator(GeneratorBase):
 # ---------------------------------------------------------------------------- settings
 
 
-def _label(url: str) -> str:
-    from bot.generators.comfyui_pool import host_label
-
-    return host_label(url)
-
-
 def _url_secrets(url: str) -> list[str]:
     from urllib.parse import urlsplit
 
@@ -887,7 +513,9 @@ def from_settings(settings: Mapping[str, Any] | object) -> ComfyUIGenerator:
     ]
     for url in urls:
         if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"COMFYUI_URLS: {_label(url)!r} must start with http:// or https://")
+            raise ConfigError(
+                f"COMFYUI_URLS: {host_label(url)!r} must start with http:// or https://"
+            )
     path = get_setting(settings, "comfyui_workflow", "")
     if not path:
         raise ConfigError(
