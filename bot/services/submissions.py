@@ -16,6 +16,7 @@ from bot.errors import InvalidPrompt, InvalidState, NotFound, PermissionDenied, 
 from bot.generators.base import Generator
 from bot.media.clips import last_frame_png
 from bot.media.images import check_reference_image_async
+from bot.services import scope
 from bot.services.usage import UsageService
 from bot.services.worker import GenerationWorker
 from storage.models import Job, Project
@@ -105,6 +106,8 @@ class SubmissionService:
         active = await self.store.count_active_jobs(author.id)
         if active >= s.max_jobs_per_member:
             raise QuotaExceeded(_quota_text(active, s.max_jobs_per_member))
+        # cheap check before the image is decoded and stored; repeated at the insert
+        await self.usage.check_budget(project, author.id, generator.name, seconds)
         image_key = None
         if image is not None:
             checked = await check_reference_image_async(
@@ -146,11 +149,12 @@ class SubmissionService:
         prompt: str | None,
         **kwargs: object,
     ) -> Submission:
-        """A new prompt that continues from the last frame of an existing clip."""
-        clip = await self.store.get_clip(clip_id)
-        if clip is None:
-            raise NotFound(f"There is no clip #{clip_id}.")
-        if project is not None and clip.project_id != project.id:
+        """A new prompt that continues from the last frame of an existing clip of this
+        project's server (another server's clip reads as one that does not exist)."""
+        if project is None:
+            raise NotFound("There is no open project here. A moderator can start one.")
+        clip = await scope.clip_in(self.store, clip_id, project.guild_id)
+        if clip.project_id != project.id:
             raise InvalidState(f"Clip #{clip_id} belongs to another project.")
         src = self.app.media.path(clip.media_key)
         dest = Path(self.app.tmp_dir) / f"lastframe-{clip_id}-{secrets.token_hex(4)}.png"
@@ -169,10 +173,11 @@ class SubmissionService:
             project, author, prompt, image=frame, extends_clip_id=clip_id, **kwargs
         )  # type: ignore[arg-type]
 
-    async def cancel(self, job_id: int, by: Author, *, is_moderator: bool) -> Job:
-        job = await self.store.get_job(job_id)
-        if job is None:
-            raise NotFound(f"There is no job #{job_id}.")
+    async def cancel(
+        self, job_id: int, by: Author, *, is_moderator: bool, guild_id: int | None
+    ) -> Job:
+        """Cancel a job of the server ``guild_id``: the author's own, or any as a moderator."""
+        job = await scope.job_in(self.store, job_id, guild_id)
         if job.member_id != by.id and not is_moderator:
             raise PermissionDenied("Only the job's author or a moderator can cancel it.")
         before = await self.store.cancel_job(job_id)
@@ -185,11 +190,22 @@ class SubmissionService:
             )
         return await self.store.get_job(job_id)  # type: ignore[return-value]
 
-    async def my_jobs(self, member_id: int) -> list[tuple[Job, Position | None]]:
+    async def my_jobs(
+        self, member_id: int, guild_id: int | None = None
+    ) -> list[tuple[Job, Position | None]]:
+        """A member's active jobs with their places: in the server ``guild_id``, or
+        everywhere (their own jobs, asked outside any server)."""
         jobs = await self.store.member_jobs(member_id, active_only=True)
+        if guild_id is not None:
+            here = await scope.guild_project_ids(self.store, guild_id)
+            jobs = [j for j in jobs if j.project_id in here]
         return [(j, await self.worker.position(j.id)) for j in jobs]
 
-    async def moderate(self, job_id: int, by: Author, *, approve: bool) -> Job:
+    async def moderate(
+        self, job_id: int, by: Author, *, approve: bool, guild_id: int | None
+    ) -> Job:
+        """A moderator of the server ``guild_id`` approves or rejects a waiting prompt."""
+        await scope.job_in(self.store, job_id, guild_id)
         job = await self.store.set_moderation(job_id, "approved" if approve else "rejected")
         if job is None:
             current = await self.store.get_job(job_id)
