@@ -1173,10 +1173,14 @@ class Store:
 
     # ------------------------------------------------------------------ stats
     @reader
-    def job_counts(self) -> dict[str, int]:
+    def job_counts(self, project_id: int | None = None) -> dict[str, int]:
+        """Jobs per state: of one project, or of every project (operators only)."""
+        where, args = ("where project_id = ?", [project_id]) if project_id is not None else ("", [])
         return {
             r["state"]: r["n"]
-            for r in self.db.query("select state, count(*) as n from jobs group by state")
+            for r in self.db.query(
+                f"select state, count(*) as n from jobs {where} group by state", args
+            )
         }
 
 

@@ -51,10 +51,17 @@ class BotOnEmulator:
         await asyncio.wait_for(self.bot.wait_until_ready(), 30)
         await asyncio.wait_for(self.bot.background_ready.wait(), 60)
         if sync:
-            guild = discord.Object(self.emu.guild_id)
+            await self.sync()
+        return self.bot
+
+    async def sync(self) -> None:
+        """Sync the commands to every guild the emulator has (instant, like `!sync` in each).
+        Call it again after ``emu.add_guild`` for a guild added while the bot runs."""
+        assert self.bot is not None
+        for g in self.emu.guilds:
+            guild = discord.Object(g.id)
             self.bot.tree.copy_global_to(guild=guild)
             await self.bot.tree.sync(guild=guild)
-        return self.bot
 
     async def stop(self) -> None:
         """Stop the bot and close its app (the process ends; the emulator stays)."""

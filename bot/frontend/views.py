@@ -59,7 +59,10 @@ class PromptDecision(
         try:
             require_moderator(interaction.user, bot.settings)
             job = await bot.submissions.moderate(
-                self.job_id, _author(interaction.user), approve=self.action == "approve"
+                self.job_id,
+                _author(interaction.user),
+                approve=self.action == "approve",
+                guild_id=interaction.guild_id,
             )
         except UserFacingError as e:
             await reply_error(interaction, e)
@@ -102,7 +105,7 @@ class CutDecision(
         bot: CrowdcutBot = interaction.client  # type: ignore[assignment]
         try:
             require_moderator(interaction.user, bot.settings)
-            project, cut = await bot.cuts.pending_decision(self.cut_id)
+            project, cut = await bot.cuts.pending_decision(self.cut_id, interaction.guild_id)
         except UserFacingError as e:
             await reply_error(interaction, e)
             return
@@ -144,7 +147,8 @@ def cut_decision_view(cut_id: int) -> discord.ui.View:
 
 async def send_for_approval(bot: CrowdcutBot, job: Job, author: discord.abc.User) -> None:
     """Post a waiting prompt in the moderators' channel with Approve / Reject."""
-    channel = _moderation_channel(bot, job)
+    project = await bot.app.store.get_project(job.project_id)
+    channel = _moderation_channel(bot, project.guild_id) if project else None
     if channel is None:
         log.warning(
             "PREMODERATION is on but channel %r was not found; job %s waits",
@@ -168,13 +172,11 @@ async def send_for_approval(bot: CrowdcutBot, job: Job, author: discord.abc.User
     await bot.app.store.set_moderation(job.id, "pending", message_id=msg.id)
 
 
-def _moderation_channel(bot: CrowdcutBot, job: Job) -> discord.TextChannel | None:
+def _moderation_channel(bot: CrowdcutBot, guild_id: int) -> discord.TextChannel | None:
+    """The moderators' channel of the project's own server, never another server's."""
     want = bot.settings.moderation_channel.strip().lstrip("#")
-    source = bot.get_channel(job.channel_id) if job.channel_id else None
-    guild = getattr(source, "guild", None)
-    guilds = [guild] if guild else list(bot.guilds)
-    for g in guilds:
-        for ch in g.text_channels:
-            if ch.name == want or str(ch.id) == want:
-                return ch
+    guild = bot.get_guild(guild_id)
+    for ch in guild.text_channels if guild else []:
+        if ch.name == want or str(ch.id) == want:
+            return ch
     return None

@@ -20,6 +20,7 @@ from bot.core.voting import Tally, rank
 from bot.errors import InvalidState, NotFound
 from bot.media.assembly import AssemblyResult, CutSlot, assemble
 from bot.media.storyboard import storyboard
+from bot.services import scope
 from storage.models import APPROVED, CLOSED, OPEN, Clip, Cut, Job, Project
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,9 @@ class CutService:
         )
 
     async def _clip_of(self, project: Project, clip_id: int) -> Clip:
-        clip = await self.store.get_clip(clip_id)
-        if clip is None or clip.project_id != project.id:
+        # another server's clip reads as a missing one; this server's other projects' as such
+        clip = await scope.clip_in(self.store, clip_id, project.guild_id)
+        if clip.project_id != project.id:
             raise NotFound(f"Clip #{clip_id} is not part of “{project.title}”.")
         return clip
 
@@ -200,13 +202,11 @@ class CutService:
         )
         return rendered
 
-    async def pending_decision(self, cut_id: int) -> tuple[Project, Cut]:
-        """The cut under an Approve / Not yet button, if it can still be decided on."""
-        cut = await self.store.get_cut(cut_id)
-        if cut is None:
-            raise NotFound(f"There is no cut #{cut_id}.")
-        project = await self.store.get_project(cut.project_id)
-        if project is None or project.state == APPROVED:
+    async def pending_decision(self, cut_id: int, guild_id: int | None) -> tuple[Project, Cut]:
+        """The cut under an Approve / Not yet button pressed in the server ``guild_id``, if
+        it can still be decided on (another server's cut reads as a missing one)."""
+        project, cut = await scope.cut_in(self.store, cut_id, guild_id)
+        if project.state == APPROVED:
             raise InvalidState("This project's cut is already approved.")
         latest = await self.store.latest_cut(project.id)
         if latest is not None and latest.id != cut.id:

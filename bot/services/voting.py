@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from bot.app import App
 from bot.core.voting import Tally, rank
-from storage.models import OPEN, Clip, Vote
+from bot.services import scope
+from storage.models import OPEN, Clip, Job, Vote
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +121,24 @@ class VotingService:
         """Every clip of the project, ranked best first."""
         raw = await self.store.vote_tallies(project_id)
         return rank([Tally(cid, up, down) for cid, (up, down) in raw.items()])
+
+    async def clip_card(self, clip_id: int, guild_id: int | None) -> ClipCard:
+        """What ``/clip`` shows, for a clip of the server ``guild_id`` (another server's
+        clip reads as one that does not exist)."""
+        clip = await scope.clip_in(self.store, clip_id, guild_id)
+        job = await self.store.get_job(clip.job_id)
+        names = await self.store.member_names([clip.member_id])
+        author = "anonymous" if clip.anonymous else names.get(clip.member_id, "someone")
+        up, down = (await self.store.vote_tallies(clip.project_id)).get(clip.id, (0, 0))
+        return ClipCard(clip, job, author, up, down)
+
+
+@dataclass(frozen=True)
+class ClipCard:
+    """A clip with its job, its author's name (or "anonymous") and its votes."""
+
+    clip: Clip
+    job: Job | None
+    author: str
+    up: int
+    down: int

@@ -34,7 +34,7 @@ class Projects(CrowdcutCog):
         overall, per_slot = await self.bot.cuts.leaderboard(project)
         candidates = {slot: len(ranked) for slot, ranked in per_slot.items()}
         leaders = {slot: (ranked[0].clip_id, ranked[0].score) for slot, ranked in per_slot.items()}
-        counts = await self.app.store.job_counts()
+        counts = await self.app.store.job_counts(project.id)  # this server's, not everyone's
         queued = counts.get("queued", 0) + counts.get("submitted", 0) + counts.get("running", 0)
         embed = project_embed(
             project, filled=len(candidates), candidates=candidates, leaders=leaders, queued=queued

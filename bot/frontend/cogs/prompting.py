@@ -132,7 +132,9 @@ class Prompting(CrowdcutCog):
     @commands.hybrid_command(name="queue")
     async def queue(self, ctx: commands.Context[Any]) -> None:
         """Your jobs that are waiting or generating, with their places and ETAs."""
-        rows = await self.bot.submissions.my_jobs(ctx.author.id)
+        rows = await self.bot.submissions.my_jobs(
+            ctx.author.id, ctx.guild.id if ctx.guild else None
+        )
         if not rows:
             await ctx.send("You have no jobs waiting or generating.", ephemeral=True)
             return
@@ -151,11 +153,15 @@ class Prompting(CrowdcutCog):
         await ctx.send("\n".join(lines), ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @commands.hybrid_command(name="cancel")
+    @commands.guild_only()
     @app_commands.describe(job="The job number (see /queue)")
     async def cancel(self, ctx: commands.Context[Any], job: int) -> None:
         """Cancel one of your jobs (moderators: anyone's)."""
         done = await self.bot.submissions.cancel(
-            job, self.author(ctx.author), is_moderator=is_moderator(ctx.author, self.settings)
+            job,
+            self.author(ctx.author),
+            is_moderator=is_moderator(ctx.author, self.settings),
+            guild_id=ctx.guild.id if ctx.guild else None,
         )
         await ctx.send(f"🚫 Job #{done.id} canceled.", ephemeral=True)
         await self.bot.publisher.job_changed(done)

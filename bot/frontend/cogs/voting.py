@@ -11,7 +11,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import NotFound
 from bot.frontend.checks import NO_MENTIONS
 from bot.frontend.cogs.base import CrowdcutCog
 from bot.frontend.render import clip_info_embed
@@ -81,23 +80,27 @@ class Voting(CrowdcutCog):
             await asyncio.sleep(0.01)
 
     @commands.hybrid_command(name="clip")
+    @commands.guild_only()
     @app_commands.describe(clip="The clip number")
     async def clip_info(self, ctx: commands.Context[Any], clip: int) -> None:
         """Show a clip's prompt, author, slot, backend, seed and votes."""
-        c = await self.app.store.get_clip(clip)
-        if c is None:
-            raise NotFound(f"There is no clip #{clip}.")
-        job = await self.app.store.get_job(c.job_id)
-        names = await self.app.store.member_names([c.member_id])
-        author = "anonymous" if c.anonymous else names.get(c.member_id, "someone")
-        up, down = (await self.app.store.vote_tallies(c.project_id)).get(c.id, (0, 0))
+        assert ctx.guild is not None
+        card = await self.bot.voting.clip_card(clip, ctx.guild.id)
+        c = card.clip
         jump = None
         if c.message_id and c.channel_id and ctx.guild:
             jump = f"https://discord.com/channels/{ctx.guild.id}/{c.channel_id}/{c.message_id}"
         rules = self.app.rules
         await ctx.send(
             embed=clip_info_embed(
-                c, job, author, up, down, jump, up_emoji=rules.up_emoji, down_emoji=rules.down_emoji
+                c,
+                card.job,
+                card.author,
+                card.up,
+                card.down,
+                jump,
+                up_emoji=rules.up_emoji,
+                down_emoji=rules.down_emoji,
             ),
             ephemeral=True,
             allowed_mentions=NO_MENTIONS,
