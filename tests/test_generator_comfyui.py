@@ -787,3 +787,18 @@ async def test_a_real_comfyui_server_runs_the_check_workflow(tmp_path):
         assert await g.find(request(), since=time.time()) is None
     finally:
         await g.aclose()
+
+
+async def test_the_fake_also_runs_in_a_thread_for_tests_with_a_subprocess(tmp_path):
+    from tests.fakes import ThreadedServer
+
+    fake = FakeComfyUI(job_seconds=(0.05, 0.1))
+    with ThreadedServer(fake.make_app) as server:
+        g = make([server.url])
+        try:
+            pid = await g.submit(request())
+            assert (await run_to_end(g, pid))[-1].state == JobState.DONE
+            assert is_video(await g.download(pid, tmp_path / "t.mp4"))
+        finally:
+            await g.aclose()
+    assert fake.executed[pid] == 1
