@@ -45,7 +45,7 @@ from typing import Protocol
 
 from bot.app import App
 from bot.core.costs import cost_of
-from bot.core.queue import Position, backoff_delay, estimate_run_seconds, next_jobs, queue_position
+from bot.core.queue import Position, estimate_run_seconds, next_jobs, queue_position
 from bot.errors import (
     CrowdcutError,
     GeneratorError,
@@ -55,6 +55,7 @@ from bot.errors import (
 )
 from bot.generators.base import GenerationRequest, Generator, JobState
 from bot.media.clips import validate_clip
+from bot.services.durable import DurableWorker
 from bot.services.routing import BackendRouter
 from storage.models import CANCELED, QUEUED, RUNNING, SUBMITTED, Charge, Clip, Job
 
@@ -91,8 +92,13 @@ class _FailForGood(Exception):
         self.error = error
 
 
-class GenerationWorker:
-    """Runs the queue. ``start()`` recovers and begins; ``stop()`` leaves jobs resumable."""
+class GenerationWorker(DurableWorker):
+    """Runs the queue. ``start()`` recovers and begins; ``stop()`` leaves jobs resumable.
+
+    The durable-work pattern (:mod:`bot.services.durable`) with the jobs table as its rows
+    and the fair queue as its claim order."""
+
+    name = "generation"
 
     def __init__(
         self,
@@ -101,6 +107,7 @@ class GenerationWorker:
         events: WorkerEvents | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.app = app
         self.store = app.store
         self.settings = app.settings
@@ -110,10 +117,6 @@ class GenerationWorker:
         )
         self.events: WorkerEvents = events or NoEvents()
         self.clock = clock
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._task_backend: dict[int, str] = {}
-        self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
         self._checks: list[asyncio.Task[None]] = []
 
     @property
@@ -129,13 +132,12 @@ class GenerationWorker:
         return max(1, min(self.settings.generator_concurrency, total))
 
     @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
+    def capacity(self) -> int:
+        return self.concurrency
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        await self.recover()
-        self._loop_task = asyncio.create_task(self._run(), name="crowdcut-worker")
+        await super().start()
         self._checks = [
             asyncio.create_task(self._check(gen), name=f"crowdcut-check-{gen.name}")
             for gen in self.generators.values()
@@ -156,21 +158,10 @@ class GenerationWorker:
 
     async def stop(self) -> None:
         """Stop dispatching and polling. Jobs in flight stay submitted, to be resumed."""
-        tasks = list(self._tasks.values()) + self._checks
-        if self._loop_task:
-            tasks.append(self._loop_task)
-        for t in tasks:
+        for t in self._checks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._tasks.clear()
         self._checks = []
-        self._loop_task = None
-
-    def wake(self) -> None:
-        """A job was queued, approved or canceled: look at the queue now."""
-        self._wake.set()
+        await super().stop()
 
     async def recover(self) -> int:
         """Resume what a previous process left in flight. Returns how many jobs resumed."""
@@ -237,21 +228,9 @@ class GenerationWorker:
         return float(getattr(gen, "clip_seconds", self.settings.clip_seconds)) * 2
 
     # ------------------------------------------------------------------ dispatch
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.dispatch()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("the dispatch loop failed; trying again shortly")
-            self._wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=0.5)
-
     async def dispatch(self) -> list[int]:
         """Start as many waiting jobs as the limits allow; returns their ids."""
-        free = self.concurrency - self.in_flight
+        free = self.free
         if free <= 0:
             return []
         waiting = await self.store.dispatchable_jobs()
@@ -263,7 +242,7 @@ class GenerationWorker:
             m = getattr(t, "crowdcut_member", None)
             if m is not None:
                 running_by_member[m] += 1
-        busy = Counter(self._task_backend.values())
+        busy = Counter(getattr(t, "crowdcut_backend", None) for t in self._tasks.values())
         preferred = await self.store.project_backends(j.project_id for j in waiting)
         started = []
         for job in next_jobs(
@@ -295,17 +274,12 @@ class GenerationWorker:
         return started
 
     def _spawn(self, job: Job, *, maybe_sent: bool = False) -> None:
-        task = asyncio.create_task(self._drive(job, maybe_sent), name=f"crowdcut-job-{job.id}")
-        task.crowdcut_member = job.member_id  # type: ignore[attr-defined]
-        self._tasks[job.id] = task
-        self._task_backend[job.id] = job.backend or self.generator.name
-
-        def _done(t: asyncio.Task[None], job_id: int = job.id) -> None:
-            self._tasks.pop(job_id, None)
-            self._task_backend.pop(job_id, None)
-            self._wake.set()
-
-        task.add_done_callback(_done)
+        self.spawn(
+            job.id,
+            self._drive(job, maybe_sent),
+            crowdcut_member=job.member_id,
+            crowdcut_backend=job.backend or self.generator.name,
+        )
 
     async def cancel(self, job: Job) -> None:
         """Tell the provider a job was canceled (the database already says so)."""
@@ -488,7 +462,7 @@ class GenerationWorker:
         await asyncio.sleep(delay)
 
     def _delay(self, failures: int, error: GeneratorError) -> float:
-        return backoff_delay(
+        return self.delay(
             failures,
             base=self.settings.retry_base_seconds,
             cap=self.settings.retry_max_seconds,
