@@ -31,7 +31,8 @@ reference image the clip is a slow Ken-Burns zoom into the image, blended with t
 prompt's procedural clip.
 
 Test hooks (only when ``test_hooks=True``, which ``LOCAL_TEST_HOOKS`` turns on for the demo
-and the tests; otherwise these are plain prompt text). They are removed from the prompt before it is hashed:
+and the tests; otherwise these are plain prompt text). They are removed from the prompt
+before it is hashed:
 
 - ``[fail:<kind>]``: the job fails with that :class:`~bot.errors.GeneratorErrorKind`
   (``content_policy``, ``invalid_input``, ``rate_limited``, ``unavailable``, ``auth``,
