@@ -1,4 +1,5 @@
-"""The foundation's restart test, against each hosted backend's fake: SIGKILL the worker's
+"""The foundation's restart test, against each backend's fake (ComfyUI, fal, Replicate,
+Runway): SIGKILL the worker's
 process group while the provider is generating, start it again, and every job ends done
 exactly once — the provider saw exactly one submission per job, and there is one clip per
 job (the fakes run in this process; the worker is a real ``crowdcut worker`` process)."""
@@ -61,6 +62,20 @@ def runway() -> tuple[Any, Callable[[str], dict[str, str]]]:
     }
 
 
+def comfyui() -> tuple[Any, Callable[[str], dict[str, str]]]:
+    from tests.fakes.comfyui import FakeComfyUI
+
+    fake = FakeComfyUI(job_seconds=1.5, progress_steps=6)
+    return fake, lambda url: {
+        "GENERATOR": "comfyui",
+        "COMFYUI_URLS": url,
+        "COMFYUI_WORKFLOW": str(ROOT / "docs" / "workflows" / "comfyui_check_api.json"),
+        "COMFYUI_INPUTS": "prompt=1.value,image=2.image,width=3.width,height=3.height,"
+        "frames=4.amount,seed=5.seed,fps=6.fps",
+        "COMFYUI_PER_HOST_JOBS": str(JOBS),
+    }
+
+
 def start_worker(data: Path, log: Path, env_extra: dict[str, str], *args: str) -> subprocess.Popen:
     env = dict(os.environ)
     env.update(
@@ -82,7 +97,7 @@ def start_worker(data: Path, log: Path, env_extra: dict[str, str], *args: str) -
     )
 
 
-@pytest.mark.parametrize("backend", [fal, replicate, runway], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("backend", [comfyui, fal, replicate, runway], ids=lambda f: f.__name__)
 def test_a_killed_worker_resumes_each_backends_jobs_and_pays_for_each_once(tmp_path, backend):
     fake, settings_for = backend()
     make_app = getattr(fake, "make_app", None) or fake.app
@@ -140,6 +155,8 @@ def test_a_killed_worker_resumes_each_backends_jobs_and_pays_for_each_once(tmp_p
         assert after[j].provider_job_id == before[j].provider_job_id
         assert after[j].attempts == 1
     assert fake.submissions == JOBS  # the provider was asked once per job
+    if hasattr(fake, "executed"):  # and a GPU box ran each job once
+        assert sorted(fake.executed.values()) == [1] * JOBS
     clips = store.project_clips(p.id)
     assert sorted(c.job_id for c in clips) == sorted(jobs)
     assert "resuming job" in log.read_text()
