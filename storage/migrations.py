@@ -205,3 +205,9 @@ def m002_generators(db: Database) -> None:
     db["ledger"].create_index(["project_id"])
     db["ledger"].create_index(["member_id", "at"])
     db["ledger"].create_index(["job_id"])
+
+
+@migrations()
+def m003_votes_follow_discord(db: Database) -> None:
+    """A clip whose post a moderator deleted leaves the vote: when that was seen."""
+    db["clips"].add_column("post_deleted_at", float)

@@ -134,6 +134,8 @@ class Clip:
     message_id: int | None = None
     posted_at: float | None = None
     anonymous: bool = False
+    #: when crowdcut saw its post deleted (by a moderator): the clip is out of the vote
+    post_deleted_at: float | None = None
 
 
 @dataclass

@@ -784,25 +784,91 @@ class Store:
         self, events: list[tuple[int, int, str, bool, float]], *, values: dict[str, int]
     ) -> int:
         """Apply many vote reactions — (clip id, user id, emoji, added, at) — in order, in
-        one transaction (the bulk form of ``apply_reaction``). Returns how many."""
+        one transaction (the bulk form of ``apply_reaction``). Returns how many counted:
+        see ``apply_vote_events``."""
+        return self.apply_vote_events([("react", *e) for e in events], values=values)
+
+    # The vote events ``apply_vote_events`` takes, one tuple each, in the gateway's order:
+    #   ("react", clip id, user id, emoji, added, at)  a vote reaction added or removed
+    #   ("clear", clip id, emoji or None)              reactions cleared: one emoji's, or all
+    #   ("deleted", clip id, at)                       the clip's post was deleted
+    def apply_vote_events(self, events: list[tuple[Any, ...]], *, values: dict[str, int]) -> int:
+        """Apply vote events in order, in one transaction, each in its own savepoint: an
+        event for a clip that no longer exists (its member was forgotten) or whose post was
+        deleted is skipped, and one that fails is rolled back alone, so it never costs the
+        other events of the batch their votes. Returns how many were applied."""
+        applied = 0
         with self.db.atomic():
+            live: dict[int, bool] = {}
             touched: set[tuple[int, int]] = set()
-            for clip_id, user_id, emoji, added, at in events:
-                if added:
-                    self.db.execute(
-                        "insert into reactions (clip_id, user_id, emoji, at) values (?,?,?,?) "
-                        "on conflict(clip_id, user_id, emoji) do nothing",
-                        [clip_id, user_id, emoji, at],
-                    )
-                else:
-                    self.db.execute(
-                        "delete from reactions where clip_id = ? and user_id = ? and emoji = ?",
-                        [clip_id, user_id, emoji],
-                    )
-                touched.add((clip_id, user_id))
+            for ev in events:
+                clip_id = ev[1]
+                if clip_id not in live:
+                    live[clip_id] = self._clip_in_vote(clip_id)
+                if not live[clip_id]:
+                    continue
+                try:
+                    with self.db.atomic():
+                        touched |= self._apply_vote_event(ev)
+                except sqlite3.Error:
+                    log.exception("vote event %r failed; the rest of the batch still counts", ev)
+                    continue
+                if ev[0] == "deleted":
+                    live[clip_id] = False
+                applied += 1
             for clip_id, user_id in touched:
-                self._recompute_vote(clip_id, user_id, values)
-        return len(events)
+                if live[clip_id]:
+                    self._recompute_vote(clip_id, user_id, values)
+        return applied
+
+    def _clip_in_vote(self, clip_id: int) -> bool:
+        return (
+            self.db.execute(
+                "select 1 from clips where id = ? and post_deleted_at is null", [clip_id]
+            ).fetchone()
+            is not None
+        )
+
+    def _apply_vote_event(self, ev: tuple[Any, ...]) -> set[tuple[int, int]]:
+        """One event of ``apply_vote_events``; returns the (clip, user) votes to recompute."""
+        kind, clip_id = ev[0], ev[1]
+        if kind == "react":
+            _, _, user_id, emoji, added, at = ev
+            if added:
+                self.db.execute(
+                    "insert into reactions (clip_id, user_id, emoji, at) values (?,?,?,?) "
+                    "on conflict(clip_id, user_id, emoji) do nothing",
+                    [clip_id, user_id, emoji, at],
+                )
+            else:
+                self.db.execute(
+                    "delete from reactions where clip_id = ? and user_id = ? and emoji = ?",
+                    [clip_id, user_id, emoji],
+                )
+            return {(clip_id, user_id)}
+        if kind == "clear":
+            emoji = ev[2]
+            where, args = ("clip_id = ?", [clip_id])
+            if emoji is not None:
+                where, args = ("clip_id = ? and emoji = ?", [clip_id, emoji])
+            users = {
+                r[0] for r in self.db.execute(f"select user_id from reactions where {where}", args)
+            }
+            self.db.execute(f"delete from reactions where {where}", args)
+            return {(clip_id, u) for u in users}
+        if kind == "deleted":
+            # Discord drops a deleted message's reactions: the clip's votes go with them
+            self.db.execute("delete from reactions where clip_id = ?", [clip_id])
+            self.db.execute("delete from votes where clip_id = ?", [clip_id])
+            self._update("clips", clip_id, {"post_deleted_at": ev[2]})
+            return set()
+        raise ValueError(f"unknown vote event {kind!r}")
+
+    def mark_post_deleted(self, clip_id: int, *, at: float | None = None) -> bool:
+        """The clip's post is gone (a moderator deleted it): the clip leaves the vote and
+        its votes are dropped. False when it had already left (or no longer exists)."""
+        at = self._now() if at is None else at
+        return bool(self.apply_vote_events([("deleted", clip_id, at)], values={}))
 
     def _recompute_vote(self, clip_id: int, user_id: int, values: dict[str, int]) -> Vote | None:
         rows = [
@@ -841,6 +907,8 @@ class Store:
         dropped. Returns {"added": n, "removed": n}."""
         at = self._now() if at is None else at
         with self.db.atomic():
+            if not self._clip_in_vote(clip_id):  # forgotten meanwhile, or its post deleted
+                return {"added": 0, "removed": 0}
             stored = {
                 (r[0], r[1])
                 for r in self.db.execute(
@@ -876,15 +944,19 @@ class Store:
 
     @reader
     def vote_tallies(self, project_id: int) -> dict[int, tuple[int, int]]:
-        """clip id → (up, down) for every clip of a project (zeros included)."""
+        """clip id → (up, down) for every clip of a project in the vote (zeros included):
+        a clip whose post was deleted is left out."""
         out = {
             r["id"]: (0, 0)
-            for r in self.db.query("select id from clips where project_id = ?", [project_id])
+            for r in self.db.query(
+                "select id from clips where project_id = ? and post_deleted_at is null",
+                [project_id],
+            )
         }
         for r in self.db.query(
             "select v.clip_id, sum(v.value > 0) as up, sum(v.value < 0) as down "
             "from votes v join clips c on c.id = v.clip_id where c.project_id = ? "
-            "group by v.clip_id",
+            "and c.post_deleted_at is null group by v.clip_id",
             [project_id],
         ):
             out[r["clip_id"]] = (r["up"], r["down"])

@@ -59,10 +59,11 @@ def clip(store, j):
 
 def test_the_database_is_in_wal_mode_with_migrations_recorded(store):
     assert store.db.journal_mode == "wal"
-    assert store.applied_migrations() == ["m001_initial", "m002_generators"]
+    applied = ["m001_initial", "m002_generators", "m003_votes_follow_discord"]
+    assert store.applied_migrations() == applied
     # applying again on reopen is a no-op
     again = Store(store.path)
-    assert again.applied_migrations() == ["m001_initial", "m002_generators"]
+    assert again.applied_migrations() == applied
 
 
 def test_a_job_yields_exactly_one_clip_even_if_completed_twice(store):

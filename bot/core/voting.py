@@ -2,8 +2,10 @@
 
 - One vote per member per clip: an up and a down from the same member — the later counts.
 - Bots and the clip's own author do not count (each configurable).
-- Votes after a project closes do not count: reaction changes are ignored once the
-  project is no longer open.
+- Votes after a project closes do not count, judged per event by the time the reaction
+  reached crowdcut (stamped when the gateway event arrived), not when it was applied: a
+  reaction made before the close that is applied after it still counts.
+- A clip whose post a moderator deleted leaves the vote (its reactions went with it).
 - score = up − down; ties broken by fewer downs, then the earlier clip.
 """
 
@@ -44,6 +46,12 @@ class VoteRules:
         if voter_id == clip_author_id and not self.count_self_votes:
             return False
         return True
+
+
+def in_time(at: float, *, is_open: bool, closed_at: float | None) -> bool:
+    """Whether a reaction made at ``at`` falls inside the voting: the project is open now
+    (its state was read after the reaction arrived), or it closed after ``at``."""
+    return is_open or (closed_at is not None and at < closed_at)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,13 @@ from bot.services.worker import GenerationWorker
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_MESSAGE = 10008  # Discord's JSON error code for a message that does not exist
+
+
+class _PostGone(Exception):
+    """A clip's post answered 404 Unknown Message: someone deleted it."""
+
+
 EXTENSIONS = (
     "bot.frontend.cogs.prompting",
     "bot.frontend.cogs.voting",
@@ -67,7 +74,7 @@ class CrowdcutBot(commands.Bot):
         self.voting = VotingService(app)
         self.projects = ProjectService(app)
         self.cuts = CutService(app)
-        self.members = MemberService(app)
+        self.members = MemberService(app, voting=self.voting)
         self._background: asyncio.Task[None] | None = None
         self.background_ready = asyncio.Event()
         self.tree.on_error = self._on_tree_error
@@ -129,7 +136,9 @@ class CrowdcutBot(commands.Bot):
 
     # ------------------------------------------------------------------ votes
     async def reconcile_votes(self, project_id: int | None = None) -> int:
-        """Make stored votes equal the reactions Discord shows, for open projects' clips."""
+        """Make stored votes equal the reactions Discord shows, for open projects' clips.
+        A clip whose post no longer exists leaves the vote, as if its deletion had been
+        seen on the gateway."""
         projects = (
             [await self.app.store.get_project(project_id)]
             if project_id
@@ -140,9 +149,13 @@ class CrowdcutBot(commands.Bot):
             if project is None or project.state != "open":
                 continue
             for clip in await self.app.store.project_clips(project.id):
-                if clip.message_id is None or clip.channel_id is None:
+                if clip.message_id is None or clip.channel_id is None or clip.post_deleted_at:
                     continue
-                present, bots = await self._reactions_of(clip.channel_id, clip.message_id)
+                try:
+                    present, bots = await self._reactions_of(clip.channel_id, clip.message_id)
+                except _PostGone:
+                    await self.voting.post_deleted(clip)
+                    continue
                 if present is None:
                     continue
                 await self.voting.reconcile(clip, present, bot_ids=bots)
@@ -155,7 +168,10 @@ class CrowdcutBot(commands.Bot):
         channel = self.get_partial_messageable(channel_id)
         try:
             message = await channel.fetch_message(message_id)
-        except discord.NotFound:
+        except discord.NotFound as e:
+            if e.code == UNKNOWN_MESSAGE:
+                raise _PostGone(message_id) from None
+            log.warning("could not fetch clip message %s: %s", message_id, e)
             return None, set()
         except discord.HTTPException as e:
             log.warning("could not fetch clip message %s: %s", message_id, e)

@@ -8,6 +8,7 @@ from bot.core.queue import Position, format_eta
 from storage.models import Clip, Job, Project
 
 PROGRESS_CELLS = 12
+POST_DELETED = "post deleted by a moderator — out of the vote"
 
 
 def progress_bar(fraction: float | None) -> str:
@@ -116,7 +117,12 @@ def clip_info_embed(
     e.add_field(name="Slot", value=clip_label(clip.slot))
     e.add_field(name="Backend", value=generator_label(job) if job and job.backend else "?")
     e.add_field(name="Seed", value=str(job.seed if job else "?"))
-    e.add_field(name="Votes", value=f"{up_emoji} {up} · {down_emoji} {down} · score {up - down}")
+    if clip.post_deleted_at is not None:
+        e.add_field(name="Votes", value=POST_DELETED)
+    else:
+        e.add_field(
+            name="Votes", value=f"{up_emoji} {up} · {down_emoji} {down} · score {up - down}"
+        )
     e.add_field(name="Size", value=f"{clip.width}×{clip.height} · {clip.duration or 0:.1f}s")
     if jump_url:
         e.add_field(name="Message", value=jump_url, inline=False)

@@ -81,6 +81,7 @@ class CutSlot:
     votes: dict[str, int] = field(default_factory=dict)  # {"up":..,"down":..,"score":..}
     model: str = ""  # what made the clip (the backend's model or workflow)
     reused: bool = False  # slot filled by reusing a clip
+    post_deleted: bool = False  # a moderator deleted its post: out of the vote, here by a pin
 
 
 @dataclass

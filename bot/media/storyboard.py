@@ -68,6 +68,17 @@ def _cell(image: Image.Image | None) -> Image.Image:
     return cell
 
 
+def cell_label(slot: CutSlot) -> str:
+    """The line under a slot's frame: its number and author, and what the moderators must
+    notice before approving (a reused clip, a clip whose post a moderator deleted)."""
+    label = f"#{slot.index + 1} {slot.author or 'anonymous'}"
+    if slot.post_deleted:
+        label = f"#{slot.index + 1} POST DELETED · {slot.author or 'anonymous'}"
+    if slot.reused:
+        label += " (reused)"
+    return label
+
+
 def _render(slots: list[CutSlot], dest: Path, columns: int) -> Path:
     ordered = sorted(slots, key=lambda s: s.index)
     columns = max(1, min(columns, len(ordered)))
@@ -86,12 +97,9 @@ def _render(slots: list[CutSlot], dest: Path, columns: int) -> Path:
         if path not in frames:
             frames[path] = _cell(frame_at(path))
         sheet.paste(frames[path], (x, y))
-        label = f"#{slot.index + 1} {slot.author or 'anonymous'}"
-        if slot.reused:
-            label += " (reused)"
         draw.text(
             (x + 4, y + CELL_HEIGHT + 6),
-            truncate(draw, label, font, CELL_WIDTH - 8),
+            truncate(draw, cell_label(slot), font, CELL_WIDTH - 8),
             font=font,
             fill=LABEL_COLOUR,
         )

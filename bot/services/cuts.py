@@ -52,7 +52,12 @@ class CutService:
                 pins[o.clip_id] = o.slot
             elif o.action == "exclude":
                 excluded.add(o.clip_id)
-        candidates = [Candidate(c.id, c.slot, *tallies.get(c.id, (0, 0))) for c in clips.values()]
+        # a clip whose post a moderator deleted is out of the vote; only a pin puts it in
+        candidates = [
+            Candidate(c.id, c.slot, *tallies.get(c.id, (0, 0)))
+            for c in clips.values()
+            if c.post_deleted_at is None or c.id in pins
+        ]
         choices = select_cut(len(project.slot_plan), candidates, pins=pins, excluded=excluded)
         names = await self.store.member_names(c.member_id for c in clips.values())
         jobs = await self.store.get_jobs(clips[ch.clip_id].job_id for ch in choices)
@@ -86,6 +91,7 @@ class CutService:
             model=(job.model or "") if job else "",
             votes={"up": up, "down": down, "score": up - down},
             reused=ch.reason == "reused",
+            post_deleted=clip.post_deleted_at is not None,
         )
 
     async def leaderboard(self, project: Project) -> tuple[list[Tally], dict[int, list[Tally]]]:
@@ -103,7 +109,7 @@ class CutService:
         return rank(tallies), {s: rank(ts) for s, ts in sorted(per_slot.items())}
 
     # ------------------------------------------------------------------ overrides
-    async def pin(self, project: Project, clip_id: int, slot: int, *, by: int) -> None:
+    async def pin(self, project: Project, clip_id: int, slot: int, *, by: int) -> Clip:
         clip = await self._clip_of(project, clip_id)
         if not 0 <= slot < len(project.slot_plan):
             raise InvalidState(
@@ -118,6 +124,7 @@ class CutService:
             target=f"clip:{clip_id}",
             details={"slot": slot},
         )
+        return clip
 
     async def exclude(self, project: Project, clip_id: int, *, by: int) -> None:
         clip = await self._clip_of(project, clip_id)
@@ -129,8 +136,10 @@ class CutService:
             target=f"clip:{clip_id}",
         )
 
-    async def clear_override(self, project: Project, clip_id: int, *, by: int) -> None:
-        await self._clip_of(project, clip_id)
+    async def clear_override(self, project: Project, clip_id: int, *, by: int) -> Clip:
+        """Undo a pin or an exclusion. A clip whose post was deleted does not go back to
+        the vote: its reactions went with the post, and it is not posted again."""
+        clip = await self._clip_of(project, clip_id)
         await self.store.clear_override(project.id, clip_id)
         await self.store.audit(
             "clear_override",
@@ -138,6 +147,7 @@ class CutService:
             project_id=project.id,
             target=f"clip:{clip_id}",
         )
+        return clip
 
     async def _clip_of(self, project: Project, clip_id: int) -> Clip:
         # another server's clip reads as a missing one; this server's other projects' as such
@@ -251,4 +261,5 @@ def _slot_record(s: CutSlot) -> dict[str, object]:
         "model": s.model,
         "votes": s.votes,
         "reused": s.reused,
+        "post_deleted": s.post_deleted,
     }

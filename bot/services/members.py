@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from bot.app import App
+
+if TYPE_CHECKING:
+    from bot.services.voting import VotingService
 
 log = logging.getLogger(__name__)
 
 
 class MemberService:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, voting: VotingService | None = None) -> None:
         self.app = app
         self.store = app.store
+        self.voting = voting  # its cache of clips by message forgets theirs too
 
     async def forget(self, member_id: int) -> dict[str, object]:
         """Delete what crowdcut holds about a member. Clips in an approved cut stay,
@@ -22,6 +27,8 @@ class MemberService:
             await self.store.cancel_job(job.id)
         keep = await self.store.approved_clip_ids(member_id)
         summary = await self.store.forget_member(member_id, keep_clip_ids=keep)
+        if self.voting is not None:
+            self.voting.forget_member(member_id)
         for key in summary["orphaned_media"]:
             await asyncio.to_thread(self.app.media.delete, key)
         await self.store.audit(

@@ -1,15 +1,22 @@
-"""Reactions become votes, by the rules of ``bot.core.voting``."""
+"""Reactions become votes, by the rules of ``bot.core.voting``.
+
+The gateway's events are applied in the order they arrived: a reaction added or removed
+(``ReactionEvent``), reactions cleared by a moderator (``ReactionClear``: all, or one
+emoji's) and a clip's post deleted (``PostDeleted``), which takes the clip out of the vote.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bot.app import App
-from bot.core.voting import Tally, rank
+from bot.core.voting import Tally, in_time, rank
 from bot.services import scope
-from storage.models import OPEN, Clip, Job, Vote
+from storage.models import OPEN, Clip, Job, Project, Vote
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +34,26 @@ class ReactionEvent:
 
 
 @dataclass(frozen=True)
+class ReactionClear:
+    """A moderator removed every reaction of a message (``emoji`` None) or one emoji's."""
+
+    message_id: int
+    emoji: str | None
+    at: float
+
+
+@dataclass(frozen=True)
+class PostDeleted:
+    """A message was deleted (by a moderator, when it is a clip's post)."""
+
+    message_id: int
+    at: float
+
+
+VoteEvent = ReactionEvent | ReactionClear | PostDeleted
+
+
+@dataclass(frozen=True)
 class ReactionOutcome:
     counted: bool
     clip: Clip | None = None
@@ -38,7 +65,8 @@ class VotingService:
         self.app = app
         self.store = app.store
         self.rules = app.rules
-        # message id → clip: posted clips never move, so this cache never goes stale
+        # message id → clip: posted clips never move; a forgotten member's clips and
+        # deleted posts are dropped from it (the store skips them anyway)
         self._clips_by_message: dict[int, Clip] = {}
 
     async def clip_for_message(self, message_id: int) -> Clip | None:
@@ -62,31 +90,65 @@ class VotingService:
         votes = [v for v in await self.store.clip_votes(clip.id) if v.voter_id == user_id]
         return ReactionOutcome(True, clip, votes[0] if votes else None)
 
-    async def on_reactions(self, events: list[ReactionEvent]) -> int:
-        """Apply a batch of reaction events, in order, in one transaction. Returns how many
-        counted. The rules are those of ``on_reaction``."""
-        states: dict[int, str | None] = {}
-        rows: list[tuple[int, int, str, bool, float]] = []
+    async def on_reactions(self, events: Sequence[VoteEvent]) -> int:
+        """Apply a batch of events, in order, in one transaction. Returns how many counted.
+
+        Each event is judged on its own: a reaction by the rules of ``on_reaction`` and by
+        when it arrived (before the project closed: it counts, even when applied after);
+        a clear likewise; a deleted post always takes its clip out of the vote. An event
+        for a clip that no longer exists is skipped, never the rest of the batch.
+        """
+        projects: dict[int, Project | None] = {}
+        ops: list[tuple[Any, ...]] = []
         for ev in events:
-            if not self.rules.is_vote_emoji(ev.emoji):
+            if isinstance(ev, ReactionEvent | ReactionClear) and not (
+                ev.emoji is None or self.rules.is_vote_emoji(ev.emoji)
+            ):
                 continue
             clip = await self.clip_for_message(ev.message_id)
             if clip is None:
                 continue
-            if clip.project_id not in states:
-                project = await self.store.get_project(clip.project_id)
-                states[clip.project_id] = project.state if project else None
-            if self.rules.counts(
+            if isinstance(ev, PostDeleted):
+                ops.append(("deleted", clip.id, ev.at))
+                self._clips_by_message.pop(ev.message_id, None)
+                continue
+            if clip.project_id not in projects:
+                # read after every event of the batch arrived: "open" means open for all
+                projects[clip.project_id] = await self.store.get_project(clip.project_id)
+            project = projects[clip.project_id]
+            if project is None or not in_time(
+                ev.at, is_open=project.state == OPEN, closed_at=project.closed_at
+            ):
+                continue
+            if isinstance(ev, ReactionClear):
+                ops.append(("clear", clip.id, ev.emoji))
+            elif self.rules.counts(
                 emoji=ev.emoji,
                 voter_id=ev.user_id,
                 voter_is_bot=ev.user_is_bot,
                 clip_author_id=clip.member_id,
-                project_open=states[clip.project_id] == OPEN,
+                project_open=True,
             ):
-                rows.append((clip.id, ev.user_id, ev.emoji, ev.added, ev.at))
-        if rows:
-            await self.store.apply_reactions(rows, values=self.rules.values)
-        return len(rows)
+                ops.append(("react", clip.id, ev.user_id, ev.emoji, ev.added, ev.at))
+        if not ops:
+            return 0
+        return int(await self.store.apply_vote_events(ops, values=self.rules.values))
+
+    async def post_deleted(self, clip: Clip, *, at: float | None = None) -> bool:
+        """The clip's post no longer exists on Discord: it leaves the vote (see
+        ``Store.mark_post_deleted``). False when it had left already."""
+        if clip.message_id is not None:
+            self._clips_by_message.pop(clip.message_id, None)
+        gone = bool(await self.store.mark_post_deleted(clip.id, at=at))
+        if gone:
+            log.info("clip %s: its post was deleted; it is out of the vote", clip.id)
+        return gone
+
+    def forget_member(self, member_id: int) -> None:
+        """Drop a forgotten member's clips from the cache."""
+        self._clips_by_message = {
+            m: c for m, c in self._clips_by_message.items() if c.member_id != member_id
+        }
 
     async def reconcile(
         self, clip: Clip, present: dict[str, set[int]], *, bot_ids: set[int]
@@ -94,7 +156,7 @@ class VotingService:
         """Make stored votes equal the reactions Discord reports now (``present``: emoji →
         user ids). Only for open projects: after close, the counts are frozen."""
         project = await self.store.get_project(clip.project_id)
-        if project is None or project.state != OPEN:
+        if project is None or project.state != OPEN or clip.post_deleted_at is not None:
             return {"added": 0, "removed": 0}
         # members who asked to be forgotten: their old reactions stay on Discord, but
         # crowdcut must not rebuild their votes from them

@@ -14,7 +14,7 @@ from discord.ext import commands
 from bot.errors import InvalidState
 from bot.frontend.checks import NO_MENTIONS
 from bot.frontend.cogs.base import CrowdcutCog
-from bot.frontend.render import progress_bar
+from bot.frontend.render import POST_DELETED, progress_bar
 from bot.services.cuts import Rendered
 from storage.models import Cut, Project
 
@@ -61,8 +61,12 @@ class Cuts(CrowdcutCog):
     async def pin(self, ctx: commands.Context[Any], clip: int, slot: int) -> None:
         """Put a clip in a slot whatever the votes say (moderators)."""
         project = await self.moderated_project(ctx)
-        await self.bot.cuts.pin(project, clip, slot - 1, by=ctx.author.id)
-        await ctx.send(f"📌 Clip #{clip} is pinned to slot {slot}.")
+        pinned = await self.bot.cuts.pin(project, clip, slot - 1, by=ctx.author.id)
+        note = f" Its post was {POST_DELETED}: only this pin puts it in the cut."
+        await ctx.send(
+            f"📌 Clip #{clip} is pinned to slot {slot}."
+            + (note if pinned.post_deleted_at is not None else "")
+        )
 
     @cut.command(name="exclude")
     @app_commands.describe(clip="The clip number")
@@ -77,7 +81,13 @@ class Cuts(CrowdcutCog):
     async def include(self, ctx: commands.Context[Any], clip: int) -> None:
         """Undo a pin or an exclusion (moderators)."""
         project = await self.moderated_project(ctx)
-        await self.bot.cuts.clear_override(project, clip, by=ctx.author.id)
+        cleared = await self.bot.cuts.clear_override(project, clip, by=ctx.author.id)
+        if cleared.post_deleted_at is not None:
+            await ctx.send(
+                f"↩️ Clip #{clip} has no pin or exclusion now, but its post was "
+                f"{POST_DELETED}: it is not posted again and stays out of the cut."
+            )
+            return
         await ctx.send(f"↩️ Clip #{clip} is back to the votes.")
 
     @cut.command(name="approve")

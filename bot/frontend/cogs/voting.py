@@ -14,7 +14,7 @@ from discord.ext import commands
 from bot.frontend.checks import NO_MENTIONS
 from bot.frontend.cogs.base import CrowdcutCog
 from bot.frontend.render import clip_info_embed
-from bot.services.voting import ReactionEvent
+from bot.services.voting import PostDeleted, ReactionClear, ReactionEvent, VoteEvent
 
 if TYPE_CHECKING:
     from bot.frontend.client import CrowdcutBot
@@ -29,8 +29,10 @@ class Voting(CrowdcutCog):
         super().__init__(bot)
         # Reaction events are applied by one consumer, in the order they arrived, in
         # batches: discord.py runs each event handler as its own task, so handlers that
-        # wrote on their own could overtake each other (an add after its remove).
-        self._events: asyncio.Queue[ReactionEvent] = asyncio.Queue()
+        # wrote on their own could overtake each other (an add after its remove). Each
+        # event is stamped when it is received: that time decides whether it was cast
+        # before the project closed, however long it waits here.
+        self._events: asyncio.Queue[VoteEvent] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
 
     async def cog_load(self) -> None:
@@ -48,6 +50,26 @@ class Voting(CrowdcutCog):
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
         self._enqueue(payload, added=False)
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_clear(self, payload: discord.RawReactionClearEvent) -> None:
+        self._events.put_nowait(ReactionClear(payload.message_id, None, time.time()))
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_clear_emoji(
+        self, payload: discord.RawReactionClearEmojiEvent
+    ) -> None:
+        self._events.put_nowait(ReactionClear(payload.message_id, str(payload.emoji), time.time()))
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        self._events.put_nowait(PostDeleted(payload.message_id, time.time()))
+
+    @commands.Cog.listener()
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        at = time.time()
+        for message_id in sorted(payload.message_ids):
+            self._events.put_nowait(PostDeleted(message_id, at))
 
     def _enqueue(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
         # synchronous on purpose: the queue keeps the gateway's order
@@ -72,7 +94,7 @@ class Voting(CrowdcutCog):
             try:
                 await self.bot.voting.on_reactions(batch)
             except Exception:
-                log.exception("counting %d reactions failed", len(batch))
+                log.exception("counting %d vote events failed", len(batch))
 
     async def drain(self) -> None:
         """Wait until every reaction received so far is counted."""
@@ -88,7 +110,7 @@ class Voting(CrowdcutCog):
         card = await self.bot.voting.clip_card(clip, ctx.guild.id)
         c = card.clip
         jump = None
-        if c.message_id and c.channel_id and ctx.guild:
+        if c.message_id and c.channel_id and ctx.guild and c.post_deleted_at is None:
             jump = f"https://discord.com/channels/{ctx.guild.id}/{c.channel_id}/{c.message_id}"
         rules = self.app.rules
         await ctx.send(
