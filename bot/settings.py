@@ -344,6 +344,22 @@ class Settings:
         "", "ffmpeg to use; empty: PATH, then the binary bundled with imageio-ffmpeg."
     )
 
+    # --- project pages ---
+    web_host: str = _setting(
+        "127.0.0.1", "Address the project pages are served on (`crowdcut run`, `crowdcut web`)."
+    )
+    web_port: int = _setting(
+        8080, "Port of the project pages; 0: `crowdcut run` serves no pages.", minimum=0
+    )
+    public_url: str = _setting(
+        "",
+        "The address the pages are reachable at from outside (your reverse proxy or tunnel, "
+        "e.g. https://video.example.org); the bot links there. Empty: the bot links nothing.",
+    )
+    web_live_seconds: float = _setting(
+        1.0, "How often a page's live standings are re-read while voting is open.", minimum=0.05
+    )
+
     # --- process ---
     log_level: str = _setting(
         "INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")
