@@ -6,6 +6,7 @@
 ``crowdcut assemble``       re-render a project's cut
 ``crowdcut sync-commands``  push the slash commands to Discord (an explicit action)
 ``crowdcut worker``         run the generation queue alone, without Discord
+``crowdcut web``            serve the project pages alone (read-only on the database)
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             members=args.members,
             seconds=args.seconds,
             keep=args.keep,
+            serve=args.serve,
         )
     )
 
@@ -129,6 +131,32 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return asyncio.run(sync_commands(settings, guild_id=args.guild))
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _logging(settings.log_level)
+
+    async def go() -> int:
+        from bot.web.server import WebServer, serve_until_stopped
+
+        server = WebServer(settings, host=args.host, port=args.port)
+        try:
+            url = await server.start()
+        except (FileNotFoundError, RuntimeError) as e:
+            await server.stop()
+            raise ConfigError(f"{e} (DATA_DIR={settings.data_dir})") from None
+        except OSError as e:
+            await server.stop()
+            raise ConfigError(
+                f"the pages cannot listen on {server.host}:{server.port}: {e.strerror}; "
+                "set WEB_HOST / WEB_PORT (or --host / --port)."
+            ) from None
+        print(f"crowdcut: project pages on {url} (read-only; Ctrl-C stops)", flush=True)
+        await serve_until_stopped(server)
+        return 0
+
+    return asyncio.run(go())
+
+
 def _print_progress(stage: str, fraction: float) -> None:
     bar = "#" * int(fraction * 20)
     print(f"\r  {stage:<12} [{bar:<20}] {fraction * 100:5.1f}%", end="", flush=True)
@@ -157,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--members", type=int, default=6, help="simulated members")
     demo.add_argument("--seconds", type=float, default=32.0, help="length of the song")
     demo.add_argument("--keep", action="store_true", help="keep the folder's earlier data")
+    demo.add_argument(
+        "--serve", action="store_true", help="then serve the project's page until Ctrl-C"
+    )
     demo.set_defaults(fn=cmd_demo)
 
     doc = sub.add_parser("doctor", help="check what crowdcut needs")
@@ -177,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--data-dir", help="override DATA_DIR")
     work.add_argument("--until-idle", action="store_true", help="exit once nothing waits")
     work.set_defaults(fn=cmd_worker)
+
+    web = sub.add_parser("web", help="serve the project pages alone (read-only)")
+    web.add_argument("--data-dir", help="override DATA_DIR")
+    web.add_argument("--host", help="override WEB_HOST")
+    web.add_argument("--port", type=int, help="override WEB_PORT")
+    web.set_defaults(fn=cmd_web)
     return p
 
 

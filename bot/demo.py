@@ -9,6 +9,7 @@ Discord emulator on 127.0.0.1; ``--direct`` calls the services instead.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import time
@@ -23,6 +24,7 @@ from bot.services.submissions import Author, SubmissionService
 from bot.services.voting import VotingService
 from bot.services.worker import GenerationWorker
 from bot.settings import Settings
+from storage import Store
 from storage.models import Clip, Job
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,13 @@ class _Progress:
 
 
 async def run_demo(
-    out: Path, *, direct: bool = False, members: int = 6, seconds: float = 32.0, keep: bool = False
+    out: Path,
+    *,
+    direct: bool = False,
+    members: int = 6,
+    seconds: float = 32.0,
+    keep: bool = False,
+    serve: bool = False,
 ) -> int:
     started = time.monotonic()
     out = out.resolve()
@@ -87,7 +95,40 @@ async def run_demo(
     _say(f"done in {time.monotonic() - started:.0f} s")
     for k, v in result.items():
         _say(f"  {k:<9} {v}")
+    await _page(settings, serve)
     return 0
+
+
+async def _page(settings: Settings, serve: bool) -> None:
+    """Say where the project's page is; with ``serve``, serve it until Ctrl-C."""
+    from bot.web.server import WebServer, serve_until_stopped
+
+    def newest() -> tuple[int, str | None]:
+        store = Store.open_readonly(settings.db_path)
+        try:
+            project = store.list_projects()[-1]
+            return project.id, store.project_web_token(project.id)
+        finally:
+            store.close()
+
+    project_id, token = await asyncio.to_thread(newest)
+    if not serve:
+        _say(f"  page      http://{settings.web_host}:{settings.web_port}/p/{token}/")
+        _say(
+            "            (served by `crowdcut demo --serve`, or by "
+            f"`crowdcut web --data-dir {settings.data_dir}`)"
+        )
+        return
+    server = WebServer(settings)
+    try:
+        await server.start()
+    except OSError:  # the port is taken: any free one will do for a demo
+        await server.stop()
+        server = WebServer(settings, port=0)
+        await server.start()
+    _say(f"  page      {await server.page_url(project_id)}")
+    _say("  serving the page until Ctrl-C …")
+    await serve_until_stopped(server)
 
 
 async def _direct(settings: Settings, song: Path, n_members: int) -> dict[str, Path]:

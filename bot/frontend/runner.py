@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import discord
 
@@ -13,6 +14,9 @@ from bot.app import App, build_app
 from bot.discord_endpoints import DISCORD_API_BASE, point_discord_py_at
 from bot.frontend.client import CrowdcutBot
 from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +41,41 @@ async def run_bot(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
+    pages = await start_pages(settings)
     try:
         async with bot:
             bot.start_background()
             await bot.start(settings.discord_token)
     finally:
+        if pages is not None:
+            await pages.stop()
         await app.aclose()
     log.info("crowdcut stopped")
     return 0
+
+
+async def start_pages(settings: Settings) -> WebServer | None:
+    """The project pages, served from the bot's process (``WEB_PORT=0``: none). A port
+    already taken costs the pages, not the bot: it is logged and the bot runs on."""
+    if not settings.web_port:
+        return None
+    from bot.web.server import WebServer
+
+    pages = WebServer(settings)
+    try:
+        await pages.start()
+    except OSError as e:
+        await pages.stop()
+        log.error(
+            "the project pages cannot listen on %s:%s (%s); the bot runs without them: "
+            "set WEB_HOST / WEB_PORT",
+            pages.host,
+            pages.port,
+            e.strerror,
+        )
+        return None
+    log.info("project pages on %s (linked at %s)", pages.url, settings.public_url or "nothing")
+    return pages
 
 
 async def sync_commands(settings: Settings, guild_id: int | None = None) -> int:

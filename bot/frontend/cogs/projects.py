@@ -1,4 +1,4 @@
-"""Projects (moderators): /project create, status, open, close, backend."""
+"""Projects (moderators): /project create, status, open, close, backend, link, listing."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from discord.ext import commands
 from bot.frontend.checks import NO_MENTIONS
 from bot.frontend.cogs.base import CrowdcutCog
 from bot.frontend.render import project_embed
+from bot.web.links import PageLinks
 
 if TYPE_CHECKING:
     from bot.frontend.client import CrowdcutBot
@@ -23,6 +24,10 @@ SONG_MAX_BYTES = 100 * 1024 * 1024
 
 class Projects(CrowdcutCog):
     """Open a project with a song, watch its progress, open and close voting."""
+
+    def __init__(self, bot: CrowdcutBot) -> None:
+        super().__init__(bot)
+        self.pages = PageLinks(bot.app)
 
     @commands.hybrid_group(name="project", fallback="status")
     @commands.guild_only()
@@ -42,6 +47,7 @@ class Projects(CrowdcutCog):
         unslotted = len(overall) - sum(candidates.values())
         if unslotted:
             embed.add_field(name="Clips for any slot", value=str(unslotted))
+        embed.url = await self.pages.project_url(project.id)  # None: PUBLIC_URL unset
         await ctx.send(embed=embed, allowed_mentions=NO_MENTIONS)
 
     @project.command(name="create")
@@ -75,10 +81,12 @@ class Projects(CrowdcutCog):
             slots=slots,
         )
         n = len(project.slot_plan)
+        url = await self.pages.project_url(project.id)
         await ctx.send(
             f"🎞️ **{discord.utils.escape_markdown(project.title)}** is open: {n} slots of "
             f"{project.slot_plan[0].duration:.1f}s. Prompt clips with `/prompt`, vote with "
-            f"{self.settings.vote_up_emoji} / {self.settings.vote_down_emoji}.",
+            f"{self.settings.vote_up_emoji} / {self.settings.vote_down_emoji}."
+            + (f"\nStandings and, once approved, the video: <{url}>" if url else ""),
             allowed_mentions=NO_MENTIONS,
         )
 
@@ -111,6 +119,43 @@ class Projects(CrowdcutCog):
         else:
             text = f"🎛️ New prompts in this project go to the default order: {', '.join(order)}."
         await ctx.send(text, allowed_mentions=NO_MENTIONS)
+
+    @project.command(name="link")
+    @app_commands.describe(new="Give the page a new address; the old one stops working")
+    async def link(self, ctx: commands.Context[Any], new: bool = False) -> None:
+        """The project's web page; `new` gives it a new address (moderators)."""
+        if new:
+            project = await self.moderated_project(ctx)
+            url = await self.pages.rotate(project, by=ctx.author.id)
+            done = "🔗 The page has a new address; the old one no longer works."
+        else:
+            project = await self.project_here(ctx)
+            assert project is not None
+            url = await self.pages.project_url(project.id)
+            done = "🔗 The page of this project (unlisted: only people with the link see it)."
+        if url is None:
+            text = "The bot links no web pages here: the operator has not set `PUBLIC_URL`."
+            if new:
+                text = done + " " + text
+        else:
+            text = f"{done}\n{url}"
+        await ctx.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+    @project.command(name="listing")
+    @app_commands.describe(public="True: list this server's projects on the site's index")
+    async def listing(self, ctx: commands.Context[Any], public: bool | None = None) -> None:
+        """Whether this server's projects are listed on the web pages' index (moderators)."""
+        self.require_moderator(ctx.author)
+        assert ctx.guild is not None
+        if public is not None:
+            await self.pages.set_listing(ctx.guild.id, public, by=ctx.author.id)
+        listed = await self.pages.is_listed(ctx.guild.id)
+        text = (
+            "🌐 This server's projects are listed on the index of the web pages."
+            if listed
+            else "🔒 This server's projects are unlisted: a page is seen only with its link."
+        )
+        await ctx.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @project.command(name="close")
     async def close(self, ctx: commands.Context[Any]) -> None:
