@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 import discord
 from discord.ext import commands
 
 from bot.errors import PermissionDenied, UserFacingError
+from bot.frontend.limits import fit_content
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,12 +42,17 @@ def require_moderator(member: discord.abc.User | None, settings: Settings) -> No
 async def reply_error(
     target: commands.Context[Any] | discord.Interaction[Any], error: BaseException
 ) -> None:
-    """Send a ``UserFacingError``'s message ephemerally; log anything else and apologise."""
+    """Send a ``UserFacingError``'s message ephemerally. Anything else is logged with its
+    traceback under a short reference, and the member gets a fixed apology naming only
+    that reference: no exception text, path or URL ever reaches Discord."""
     if isinstance(error, UserFacingError):
-        text = f"⚠️ {error.message}"
+        text = fit_content(f"⚠️ {error.message}")
     else:
-        log.error("command failed", exc_info=(type(error), error, error.__traceback__))
-        text = "⚠️ Something went wrong on crowdcut's side; the operator can see it in the logs."
+        ref = secrets.token_hex(4)
+        log.error(
+            "command failed (ref %s)", ref, exc_info=(type(error), error, error.__traceback__)
+        )
+        text = f"⚠️ Something went wrong on our side; the operators have the details (ref {ref})."
     try:
         if isinstance(target, discord.Interaction):
             if target.response.is_done():
@@ -85,10 +92,18 @@ def friendly_command_error(error: BaseException) -> UserFacingError | None:
         )
     if isinstance(error, commands.MissingRequiredAttachment):
         return UserFacingError(f"Attach a file for `{error.param.name}`.")
-    if isinstance(error, (commands.BadArgument, commands.BadLiteralArgument)):
-        return UserFacingError(f"That value doesn't fit: {error}")
+    if isinstance(error, commands.BadLiteralArgument):
+        choices = ", ".join(f"`{c}`" for c in error.literals)
+        return UserFacingError(f"`{error.param.name}` must be one of {choices}.")
+    if isinstance(error, commands.BadArgument):
+        # its text quotes what was typed and discord.py's internals: not shown
+        return UserFacingError(
+            "That value doesn't fit; the slash command shows what each option takes."
+        )
+    if isinstance(error, commands.NotOwner):
+        return UserFacingError("Only the bot's owner can do that.")
     if isinstance(error, commands.NoPrivateMessage):
         return UserFacingError("Use this command in a server channel.")
     if isinstance(error, commands.CheckFailure):
-        return UserFacingError(str(error) or "You may not use this command here.")
+        return UserFacingError("You may not use this command here.")
     return None

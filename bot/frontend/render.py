@@ -5,6 +5,7 @@ from __future__ import annotations
 import discord
 
 from bot.core.queue import Position, format_eta
+from bot.frontend.limits import fit_content, fit_embed, fit_lines
 from storage.models import Clip, Job, Project
 
 PROGRESS_CELLS = 12
@@ -70,7 +71,7 @@ def status_text(
         lines.append(f"❌ Failed: {discord.utils.escape_markdown(job.error or 'unknown error')}")
     elif job.state == "canceled":
         lines.append("🚫 Canceled" + (f" — {job.error}" if job.error else ""))
-    return "\n".join(lines)
+    return fit_content("\n".join(lines))
 
 
 def clip_embed(
@@ -96,7 +97,7 @@ def clip_embed(
     if job.backend:
         e.add_field(name="Made with", value=generator_label(job))
     e.set_footer(text=f"crowdcut clip #{clip.id} · vote with {up_emoji} / {down_emoji}")
-    return e
+    return fit_embed(e)
 
 
 def clip_info_embed(
@@ -126,7 +127,7 @@ def clip_info_embed(
     e.add_field(name="Size", value=f"{clip.width}×{clip.height} · {clip.duration or 0:.1f}s")
     if jump_url:
         e.add_field(name="Message", value=jump_url, inline=False)
-    return e
+    return fit_embed(e)
 
 
 def project_embed(
@@ -149,14 +150,12 @@ def project_embed(
     if project.voting_ends_at and project.state == "open":
         e.add_field(name="Voting ends", value=f"<t:{int(project.voting_ends_at)}:R>")
     rows = []
-    for s in project.slot_plan[:25]:
+    for s in project.slot_plan:
         lead = leaders.get(s.index)
         lead_txt = f"clip #{lead[0]} (score {lead[1]})" if lead else "—"
         rows.append(
             f"`{s.index + 1:>2}` {s.start:6.1f}s · {candidates.get(s.index, 0)} "
             f"candidate(s) · leader {lead_txt}"
         )
-    if n > 25:
-        rows.append(f"… and {n - 25} more slots")
-    e.description = "\n".join(rows) or "No slots."
-    return e
+    e.description = fit_lines(rows, 1500, more=lambda k: f"… and {k} more slots") or "No slots."
+    return fit_embed(e)

@@ -16,6 +16,7 @@ import discord
 
 from bot.errors import UserFacingError
 from bot.frontend.checks import NO_MENTIONS, reply_error, require_moderator
+from bot.frontend.limits import CONTENT, fit_content, shorten
 from bot.frontend.render import quote
 from bot.services.submissions import Author
 from storage.models import Job
@@ -70,7 +71,7 @@ class PromptDecision(
         verdict = "✅ approved" if self.action == "approve" else "❌ rejected"
         content = (interaction.message.content if interaction.message else "") or ""
         await interaction.response.edit_message(
-            content=f"{content}\n**{verdict} by {interaction.user.display_name}**",
+            content=fit_verdict(content, f"**{verdict} by {interaction.user.display_name}**"),
             view=None,
             allowed_mentions=NO_MENTIONS,
         )
@@ -112,8 +113,10 @@ class CutDecision(
         if self.action == "reject":
             await bot.cuts.reject(project, cut, by=interaction.user.id)
             await interaction.response.edit_message(
-                content=f"{interaction.message.content if interaction.message else ''}\n"
-                f"**Not approved — {interaction.user.display_name} wants changes.**",
+                content=fit_verdict(
+                    interaction.message.content if interaction.message else "",
+                    f"**Not approved — {interaction.user.display_name} wants changes.**",
+                ),
                 view=None,
                 allowed_mentions=NO_MENTIONS,
             )
@@ -132,6 +135,13 @@ class CutDecision(
             return
         if interaction.message is not None:
             await interaction.message.edit(view=None)
+
+
+def fit_verdict(content: str, verdict: str) -> str:
+    """A card's text with the decision under it; the card gives way, never the verdict."""
+    if not content:
+        return fit_content(verdict)
+    return f"{shorten(content, CONTENT - len(verdict) - 1)}\n{verdict}"
 
 
 def dynamic_items() -> list[type[discord.ui.DynamicItem[Any]]]:
@@ -163,8 +173,10 @@ async def send_for_approval(bot: CrowdcutBot, job: Job, author: discord.abc.User
     if job.image_key:
         files.append(discord.File(bot.app.media.path(job.image_key), filename="reference.png"))
     msg = await channel.send(
-        f"🛡️ Prompt **#{job.id}** from {discord.utils.escape_markdown(author.display_name)} "
-        f"waits for approval:\n{quote(job.prompt, 1500)}",
+        fit_content(
+            f"🛡️ Prompt **#{job.id}** from {discord.utils.escape_markdown(author.display_name)} "
+            f"waits for approval:\n{quote(job.prompt, 1500)}"
+        ),
         view=view,
         files=files,
         allowed_mentions=NO_MENTIONS,

@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.frontend.checks import NO_MENTIONS
 from bot.frontend.cogs.base import CrowdcutCog
+from bot.frontend.limits import fit_lines
 
 if TYPE_CHECKING:
     from bot.frontend.client import CrowdcutBot
@@ -101,7 +102,8 @@ class Admin(CrowdcutCog):
             f"<t:{int(e.at)}:R> **{e.action}** {e.target or ''} by {who(e.actor_id)}"
             for e in entries
         ]
-        await ctx.send("\n".join(lines), ephemeral=True, allowed_mentions=NO_MENTIONS)
+        text = fit_lines(lines, more=lambda n: f"… and {n} older")
+        await ctx.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @commands.command(name="sync", hidden=True)
     @commands.is_owner()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -14,6 +15,8 @@ from storage.models import Project
 
 if TYPE_CHECKING:
     from bot.frontend.client import CrowdcutBot
+
+log = logging.getLogger(__name__)
 
 
 class CrowdcutCog(commands.Cog):
@@ -65,9 +68,8 @@ class CrowdcutCog(commands.Cog):
         try:
             data = await attachment.read()
         except discord.HTTPException as e:
-            raise InvalidImage(
-                f"Could not download that {what} from Discord ({e.status}); try again."
-            ) from None
+            log.warning("could not download an attachment (%s): %s", attachment.id, e)
+            raise InvalidImage(f"Could not download that {what} from Discord; try again.") from None
         if len(data) > limit:
             raise InvalidImage(f"That {what} is over the {limit / 1048576:.0f} MB limit.")
         return data

@@ -14,6 +14,7 @@ from discord.ext import commands
 from bot.errors import InvalidState
 from bot.frontend.checks import NO_MENTIONS
 from bot.frontend.cogs.base import CrowdcutCog
+from bot.frontend.limits import fit_embed, fit_lines
 from bot.frontend.render import POST_DELETED, progress_bar
 from bot.services.cuts import Rendered
 from storage.models import Cut, Project
@@ -204,11 +205,14 @@ class Cuts(CrowdcutCog):
             )
         embed = discord.Embed(
             title=f"🎉 {project.title}",
-            description="\n".join(credits)[:4000] or "No credits.",
+            description=fit_lines(credits, 4000, more=lambda n: f"… and {n} more clips")
+            or "No credits.",
             colour=discord.Colour.green(),
         )
         embed.set_footer(text=f"cut #{cut.id} · approved by {approver.display_name}")
-        message = await channel.send(embed=embed, files=files, allowed_mentions=NO_MENTIONS)
+        message = await channel.send(
+            embed=fit_embed(embed), files=files, allowed_mentions=NO_MENTIONS
+        )
         await self.bot.cuts.approve(project, cut, by=approver.id, message_id=message.id)
         return message
 

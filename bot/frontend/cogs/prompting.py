@@ -13,7 +13,8 @@ from discord.ext import commands
 from bot.core.queue import format_eta
 from bot.frontend.checks import NO_MENTIONS, is_moderator
 from bot.frontend.cogs.base import CrowdcutCog
-from bot.frontend.render import clip_label, status_text
+from bot.frontend.limits import fit_lines
+from bot.frontend.render import clip_label, quote, status_text
 from bot.services.submissions import Submission
 
 if TYPE_CHECKING:
@@ -147,10 +148,10 @@ class Prompting(CrowdcutCog):
             else:
                 where = f"generating ({(job.progress or 0) * 100:.0f}%)"
             lines.append(
-                f"**#{job.id}** · {clip_label(job.slot)} · {where}\n"
-                f"> {discord.utils.escape_markdown(job.prompt[:80])}"
+                f"**#{job.id}** · {clip_label(job.slot)} · {where}\n{quote(job.prompt, 80)}"
             )
-        await ctx.send("\n".join(lines), ephemeral=True, allowed_mentions=NO_MENTIONS)
+        text = fit_lines(lines, more=lambda n: f"… and {n} more job{'s' if n != 1 else ''}")
+        await ctx.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @commands.hybrid_command(name="cancel")
     @commands.guild_only()

@@ -12,6 +12,7 @@ from discord.ext import commands
 from bot.errors import UserFacingError
 from bot.frontend.checks import NO_MENTIONS
 from bot.frontend.cogs.base import CrowdcutCog
+from bot.frontend.limits import fit_embed
 from bot.services.usage import SpendLine, UsageReport, UsageService
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ def usage_embed(report: UsageReport, *, days: int | None = None) -> discord.Embe
         text=f"Amounts in {report.currency} at the configured PRICES; refunds for failures "
         "the provider does not bill are taken off."
     )
-    return embed
+    return fit_embed(embed)
 
 
 async def setup(bot: CrowdcutBot) -> None:

@@ -13,6 +13,7 @@ from discord.ext import commands
 
 from bot.frontend.checks import NO_MENTIONS
 from bot.frontend.cogs.base import CrowdcutCog
+from bot.frontend.limits import fit_embed
 from bot.frontend.render import clip_info_embed
 from bot.services.voting import PostDeleted, ReactionClear, ReactionEvent, VoteEvent
 
@@ -152,7 +153,8 @@ class Voting(CrowdcutCog):
                 f"({self.app.rules.up_emoji} {t.up} · {self.app.rules.down_emoji} "
                 f"{t.down}) · {discord.utils.escape_markdown(who)}"
             )
-        embed = discord.Embed(title=f"🏆 {project.title} — {where}", description="\n".join(lines))
+        title = f"🏆 {discord.utils.escape_markdown(project.title)} — {where}"
+        embed = fit_embed(discord.Embed(title=title, description="\n".join(lines)))
         await ctx.send(embed=embed, allowed_mentions=NO_MENTIONS)
 
 
