@@ -1,25 +1,29 @@
-"""Assembly v1: cut the winning clips to the song.
+"""Assembly: cut the winning clips to the song, from cached segments.
 
-The pipeline, each step its own small ffmpeg process so memory stays flat however many
-slots there are::
+The pipeline (each step a small ffmpeg process, so memory stays flat however many slots)::
 
-    slot clips ─ normalize, 2 at a time ─▶ parts: WxH, SAR 1, fps, yuv420p, H.264 (+AAC)
-    credits card (Pillow) ─ still to clip ─▶ one more part, same parameters
-    parts ─ concat demuxer, stream copy ─┬─▶ master.mp4 (moov first) ─ two-pass ─▶ preview.mp4
-    song ─ trim, pad, fade, AAC once ────┘   (song encoded while the parts are)    manifest.json
+    slot i's clip + slot i-1's tail ─ fit, transition, normalize ─▶ segment i   (cached,
+    closing roll (Pillow, one tall PNG) ─ scrolled ─────────────────▶ credits     content-
+    song ─ trim, pad, fade, AAC once ───────────────────────────────▶ soundtrack  addressed)
+    segments ─ concat demuxer, stream copy ─┬─▶ master.mp4 (moov first, title/artist/comment)
+    soundtrack ─────────────────────────────┘      ─ two-pass, or the master itself ─▶ preview
 
-Normalizing first is what makes the stream-copy join valid: the concat demuxer copies
-packets and keeps the first file's codec parameters, so clips that differ in size, frame
-rate, pixel format or time base give a broken file (``tests/test_assembly.py`` shows it).
-:func:`bot.media.probe.stream_copy_compatible` is checked on every normalized part before
-joining.
+:func:`render_segments` makes every segment, the roll and the soundtrack of a cut, at most
+two at a time, at low priority: the worker calls it whenever a slot's leader (or its
+neighbour) changes, while the vote goes on. :func:`assemble_master` then renders only
+what is missing and joins by stream copy, which takes about as long as copying the bytes;
+:func:`make_preview` gives the file to post under an upload limit. :func:`assemble` does
+all three in one call (what ``CutService.render`` uses).
+
+The timeline, fitting and transitions are described in :mod:`bot.media.segments`: every
+clip fills its slot exactly (trimmed from its in-point, slowed down or held), and every
+transition is centred on its slot boundary, so the cut lands on the beat. Slot lengths are
+rounded to whole frames on cumulative boundaries (``round(t * fps)``) so the cut never
+drifts from the song however many slots there are.
 
 When a song is given, the clips' own audio is dropped and the song is the soundtrack. With
-no song the clips' audio is kept, and clips without audio get silence, so the joined file
-has one continuous audio track.
-
-Slot lengths are rounded to whole frames on cumulative boundaries (``round(t * fps)``) so
-the cut never drifts from the song however many slots there are.
+no song the clips' audio is kept (clips without audio get silence), so the joined file has
+one continuous audio track.
 """
 
 from __future__ import annotations
@@ -36,28 +40,60 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.errors import InvalidClip, MediaError
-from bot.media.credits import render_credits_card
+from bot.core.cut import SlotPick, cut_identity
+from bot.errors import MediaError
+from bot.media.credits import (
+    Credits,
+    render_credits_roll,
+    render_title_card,
+    roll_digest,
+    roll_lines,
+    roll_seconds,
+    slot_credit,
+)
 from bot.media.ffmpeg import publish, run_ffmpeg
-from bot.media.probe import ProbeResult, copy_mismatches, probe_async
+from bot.media.probe import probe_async
+from bot.media.segments import (
+    X264_CRF,
+    X264_PRESET,
+    CutOptions,
+    SegmentCache,
+    SegmentRenderer,
+    SlotSegment,
+    media_id,
+    plan_segments,
+)
+
+__all__ = [
+    "X264_CRF",
+    "X264_PRESET",
+    "AssemblyResult",
+    "CutOptions",
+    "CutSlot",
+    "MasterResult",
+    "Preview",
+    "SegmentRenderer",
+    "assemble",
+    "assemble_master",
+    "cut_identity_of",
+    "frame_plan",
+    "make_preview",
+    "render_segments",
+]
 
 log = logging.getLogger(__name__)
 
-#: clips normalized at once; each is one ffmpeg process
-NORMALIZE_CONCURRENCY = 2
-#: threads each normalizing ffmpeg may use for decoding and for x264; the processes run
-#: side by side, so together they fill the machine without each holding many frame buffers
-PART_THREADS = max(1, (os.cpu_count() or 2) // NORMALIZE_CONCURRENCY)
-#: x264 speed/quality trade-off for the master parts and the preview
-X264_PRESET = "veryfast"
-X264_CRF = 20
-AUDIO_RATE = 48000
-AUDIO_BITRATE = "192k"
 #: seconds of fade at the end of the song
 FADE_SECONDS = 2.0
-#: fraction of the preview byte limit aimed at (the muxer and rate control need room)
-PREVIEW_HEADROOM = 0.90
-PREVIEW_MAX_SIDE = 640
+#: seconds the title card stays over the opening (never longer than the first slot)
+TITLE_SECONDS = 3.0
+#: the preview aims at this fraction of its byte limit: two-pass lands within about 2 %
+#: of what it is asked, so the file ends between 95 % and 100 % of the limit
+PREVIEW_TARGET = 0.98
+#: the least bits per pixel and frame a preview keeps before it drops to a smaller size:
+#: 300 kbit/s at 640x360, 24 fps
+PREVIEW_MIN_BPP = 300_000 / (640 * 360 * 24)
+PREVIEW_SHORT_SIDES = (1080, 720, 540, 360, 270, 180, 144)
 
 MASTER_NAME = "master.mp4"
 PREVIEW_NAME = "preview.mp4"
@@ -82,27 +118,14 @@ class CutSlot:
     model: str = ""  # what made the clip (the backend's model or workflow)
     reused: bool = False  # slot filled by reusing a clip
     post_deleted: bool = False  # a moderator deleted its post: out of the vote, here by a pin
-
-
-@dataclass
-class AssemblyResult:
-    """The files :func:`assemble` wrote, and the length of the video in seconds."""
-
-    master: Path
-    preview: Path
-    manifest: Path
-    duration: float
-
-
-@dataclass
-class _Part:
-    """One normalized piece of the master, in join order."""
-
-    key: tuple[str, int]
-    frames: int
-    path: Path
-    source: Path | None  # None for the credits card
-    label: str
+    #: the clip's media store key (its content id); None for a loose file (tests, bench)
+    media_key: str | None = None
+    in_point: float = 0.0  # second of the clip the slot starts at (a moderator's trim)
+    #: lineage: the clip this one extends (/extend) or continues (chain mode)
+    parent_clip_id: int | None = None
+    lineage: str = ""  # "extend" | "chain" (with parent_clip_id)
+    pinned: bool = False  # a moderator pinned the clip to this slot
+    continuity_broken: bool = False  # chained from a clip that is no longer slot N-1's
 
 
 def frame_plan(durations: list[float], fps: int) -> list[int]:
@@ -121,298 +144,501 @@ def frame_plan(durations: list[float], fps: int) -> list[int]:
     return frames
 
 
-def _timescale(fps: int) -> int:
-    # one mp4 timescale for every part: the concat copy needs identical time bases
-    return 90000 if 90000 % fps == 0 else fps * 1000
+@dataclass
+class AssemblyResult:
+    """The files :func:`assemble` wrote, and the length of the video in seconds."""
+
+    master: Path
+    preview: Path
+    manifest: Path
+    duration: float
+    identity: str = ""
+    #: the preview is the master itself (it fit the limit)
+    preview_is_master: bool = False
 
 
-def _video_encode_args(fps: int) -> list[str]:
-    """Encoder settings shared by every part, so their H.264 parameter sets are identical."""
-    return [
-        "-c:v", "libx264", "-preset", X264_PRESET, "-crf", str(X264_CRF),
-        "-profile:v", "high", "-level:v", "4.1", "-pix_fmt", "yuv420p",
-        "-g", str(fps * 2), "-keyint_min", str(fps),
-        "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
-        "-color_range", "tv", "-fps_mode", "cfr", "-r", str(fps),
-        "-video_track_timescale", str(_timescale(fps)),
+@dataclass
+class MasterResult:
+    """What :func:`assemble_master` wrote."""
+
+    master: Path
+    manifest: Path
+    duration: float
+    identity: str
+    size_bytes: int
+    segments_rendered: int  # segments not found in the cache
+
+
+@dataclass
+class Preview:
+    """What :func:`make_preview` wrote: ``path`` of ``size_bytes`` at ``width``x``height``."""
+
+    path: Path
+    size_bytes: int
+    width: int
+    height: int
+    is_master: bool  # the master fit the limit and is the preview
+    video_kbps: float = 0.0
+
+
+@dataclass
+class _Cut:
+    """Everything derived from the inputs of a cut before anything is rendered."""
+
+    slots: list[CutSlot]
+    options: CutOptions
+    frames: list[int]
+    plan: list[SlotSegment]
+    lines: list[tuple[str, str, str]]
+    roll: str  # roll digest
+    credit_frames: int
+    keep_audio: bool
+    identity: str
+
+    @property
+    def total_frames(self) -> int:
+        return sum(self.frames) + self.credit_frames
+
+    @property
+    def seconds(self) -> float:
+        return self.total_frames / self.options.fps
+
+
+def cut_identity_of(
+    slots: list[CutSlot],
+    options: CutOptions,
+    *,
+    song_key: str | None = None,
+    title: str = "",
+    credits: Credits | None = None,
+) -> str:
+    """The identity (:func:`bot.core.cut.cut_identity`) of rendering ``slots`` so."""
+    picks = [
+        SlotPick(s.index, s.clip_id, media_id(Path(s.clip_path), s.media_key), s.start,
+                 s.duration, s.in_point)
+        for s in slots
     ]  # fmt: skip
+    lines = roll_lines(title, slots, credits or Credits())
+    return cut_identity(
+        picks,
+        fit=options.fit,
+        transition=options.transition,
+        transition_seconds=options.transition_seconds,
+        width=options.width,
+        height=options.height,
+        fps=options.fps,
+        song_key=song_key,
+        credits=["\t".join(line) for line in lines],
+    )
 
 
-def _audio_encode_args() -> list[str]:
-    return ["-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE), "-ac", "2"]
+def _prepare(
+    slots: list[CutSlot],
+    song: Path | None,
+    options: CutOptions,
+    *,
+    title: str,
+    credits: Credits | None,
+    credits_seconds: float | None,
+    title_seconds: float,
+    song_key: str | None,
+) -> _Cut:
+    if not slots:
+        raise ValueError("a cut needs at least one slot")
+    if any(slot.duration <= 0 for slot in slots):
+        raise ValueError("every slot needs a positive duration")
+    credits = credits or Credits()
+    slots = sorted(slots, key=lambda s: s.index)
+    fps = options.fps
+    frames = frame_plan([s.duration for s in slots], fps)
+    clips = [(Path(s.clip_path), media_id(Path(s.clip_path), s.media_key), s.in_point)
+             for s in slots]  # fmt: skip
+    title_frames = round(title_seconds * fps) if title and title_seconds > 0 else 0
+    plan = plan_segments(frames, clips, options.transition_frames, title=title or None,
+                         title_frames=title_frames)  # fmt: skip
+    lines = roll_lines(title, slots, credits)
+    if credits_seconds is None:
+        credits_seconds = roll_seconds(len(lines), options.width, options.height)
+    credit_frames = round(credits_seconds * fps) if credits_seconds > 0 else 0
+    return _Cut(
+        slots=slots,
+        options=options,
+        frames=frames,
+        plan=plan,
+        lines=lines,
+        roll=roll_digest(lines, options.width, options.height),
+        credit_frames=credit_frames,
+        keep_audio=song is None,
+        identity=cut_identity_of(
+            slots, options, song_key=song_key, title=title, credits=credits
+        ),  # fmt: skip
+    )
 
 
-#: ffprobe colour-space names to swscale's matrix names
-_SWS_MATRIX = {
-    "bt709": "bt709",
-    "smpte170m": "smpte170m",
-    "bt470bg": "bt470",
-    "fcc": "fcc",
-    "smpte240m": "smpte240m",
-    "bt2020nc": "bt2020",
-}
+def _subtitle(credits: Credits) -> str:
+    return credits.song_credit or "a crowdcut music video"
 
 
-def _matrix_options(info: ProbeResult) -> str:
-    """swscale options converting the source's YUV matrix and range to BT.709 limited.
+async def _ensure_all(
+    cut: _Cut,
+    renderer: SegmentRenderer,
+    *,
+    song: Path | None,
+    song_key: str | None,
+    title: str,
+    credits: Credits,
+    background: bool,
+    report: Progress,
+) -> tuple[list[Path], Path | None]:
+    """Every segment (in join order) and the soundtrack, rendering what is missing."""
+    options = cut.options
+    scratch = renderer.cache.root / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
 
-    An untagged source is taken as BT.709 when it is HD and BT.601 otherwise (what players
-    assume); when the source already is BT.709 limited, swscale does no colour work.
+    async def title_png() -> Path:
+        dest = scratch / f"title-{os.getpid()}-{id(cut)}.png"
+        return await asyncio.to_thread(render_title_card, dest, title, _subtitle(credits),
+                                       options.width, options.height)  # fmt: skip
+
+    async def roll_png() -> tuple[Path, int]:
+        dest = scratch / f"roll-{os.getpid()}-{id(cut)}.png"
+        return await asyncio.to_thread(render_credits_roll, dest, cut.lines, options.width,
+                                       options.height)  # fmt: skip
+
+    total = max(1, sum(seg.frames for seg in cut.plan) + cut.credit_frames)
+    done: dict[int, float] = {}
+
+    def part(i: int, frames: int) -> Callable[[float], None]:
+        def update(fraction: float) -> None:
+            done[i] = fraction * frames
+            report("normalize", min(1.0, sum(done.values()) / total))
+
+        return update
+
+    jobs = [
+        renderer.slot_segment(seg, options, keep_audio=cut.keep_audio, title_png=title_png,
+                              background=background, progress=part(seg.index, seg.frames))
+        for seg in cut.plan
+    ]  # fmt: skip
+    if cut.credit_frames:
+        jobs.append(
+            renderer.credits_segment(
+                roll_png,
+                cut.roll,
+                cut.credit_frames,
+                options,
+                keep_audio=cut.keep_audio,
+                background=background,
+                progress=part(-1, cut.credit_frames),
+            )  # fmt: skip
+        )
+
+    async def soundtrack() -> Path | None:
+        if song is None:
+            return None
+        # the song encodes alongside the segments (one light audio process)
+        return await renderer.song(Path(song), offset=max(0.0, cut.slots[0].start),
+                                   seconds=cut.seconds, fade=FADE_SECONDS, song_media=song_key,
+                                   background=background,
+                                   progress=lambda f: report("song", f))  # fmt: skip
+
+    tasks = [asyncio.ensure_future(soundtrack()), *(asyncio.ensure_future(j) for j in jobs)]
+    try:
+        results = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    finally:
+        for png in scratch.glob(f"*-{os.getpid()}-{id(cut)}.png"):
+            png.unlink(missing_ok=True)
+    report("normalize", 1.0)
+    if song is not None:
+        report("song", 1.0)
+    return list(results[1:]), results[0]
+
+
+async def render_segments(
+    slots: list[CutSlot],
+    renderer: SegmentRenderer,
+    *,
+    options: CutOptions,
+    title: str,
+    song: Path | None = None,
+    song_key: str | None = None,
+    credits: Credits | None = None,
+    credits_seconds: float | None = None,
+    title_seconds: float = TITLE_SECONDS,
+    background: bool = True,
+    progress: Progress | None = None,
+) -> str:
+    """Make sure every segment of this cut, its roll and its soundtrack are cached.
+
+    What the worker runs in the background while the vote goes on (low priority, at most
+    ``renderer.concurrency`` ffmpeg processes). Segments already cached are not touched, so
+    calling it again after a vote costs one or two segments. Returns the cut's identity.
     """
-    hd = (info.width or 0) >= 1280 or (info.height or 0) >= 720
-    matrix = _SWS_MATRIX.get(info.color_space or "", "bt709" if hd else "bt601")
-    in_range = info.color_range or "tv"
-    return f"in_color_matrix={matrix}:out_color_matrix=bt709:in_range={in_range}:out_range=tv"
+    cut = _prepare(slots, song, options, title=title, credits=credits,
+                   credits_seconds=credits_seconds, title_seconds=title_seconds,
+                   song_key=song_key)  # fmt: skip
+    await _ensure_all(cut, renderer, song=song, song_key=song_key, title=title,
+                      credits=credits or Credits(), background=background,
+                      report=progress or (lambda stage, f: None))  # fmt: skip
+    return cut.identity
 
 
-def _fit_filter(info: ProbeResult, width: int, height: int, fps: int, frames: int) -> str:
-    """The video filter chain that turns any clip into exactly ``frames`` frames of WxH."""
-    seconds = frames / fps
-    chain = ["setpts=PTS-STARTPTS"]
-    sar = info.sample_aspect_ratio
-    if sar and sar != 1:
-        # make pixels square first so the fit below keeps the picture's true shape
-        chain.append("scale=trunc(iw*sar/2)*2:ih,setsar=1")
-    chain += [
-        f"scale={width}:{height}:force_original_aspect_ratio=decrease:force_divisible_by=2"
-        f":{_matrix_options(info)}",
-        f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:color=black",
-        "setsar=1",
-        f"fps={fps}",
-        "format=yuv420p",
-        # a clip shorter than its slot holds its last frame
-        f"tpad=stop_mode=clone:stop_duration={seconds:.6f}",
-        f"trim=end_frame={frames}",
-    ]
-    return ",".join(chain)
+def _default_artist(slots: list[CutSlot]) -> str:
+    names: list[str] = []
+    for s in slots:
+        if s.author and s.author != "anonymous" and s.author not in names:
+            names.append(s.author)
+    text = ", ".join(names) or "crowdcut"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _audio_filter(frames: int, fps: int) -> str:
-    seconds = frames / fps
-    return (
-        f"aresample={AUDIO_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo,"
-        f"apad,atrim=duration={seconds:.6f},asetpts=PTS-STARTPTS"
-    )
-
-
-async def _normalize(
-    source: Path,
-    dest: Path,
+async def assemble_master(
+    slots: list[CutSlot],
+    song: Path | None,
+    out_dir: Path,
+    renderer: SegmentRenderer,
     *,
-    frames: int,
-    width: int,
-    height: int,
-    fps: int,
-    keep_audio: bool,
-    binary: str | None,
-    on_progress: Callable[[float], None],
-) -> None:
-    info = await probe_async(source)
-    if not info.has_video:
-        raise InvalidClip(f"{source.name} has no video")
-    args = ["-threads", str(PART_THREADS), "-i", str(source)]
-    if keep_audio and not info.has_audio:
-        args += ["-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo"]
-    graph = f"[0:v:0]{_fit_filter(info, width, height, fps, frames)}[v]"
-    if keep_audio:
-        audio_in = "[0:a:0]" if info.has_audio else "[1:a:0]"
-        graph += f";{audio_in}{_audio_filter(frames, fps)}[a]"
-    args += ["-filter_complex", graph, "-map", "[v]"]
-    if keep_audio:
-        args += ["-map", "[a]", *_audio_encode_args()]
-    args += [*_video_encode_args(fps), "-threads", str(PART_THREADS)]
-    args += ["-frames:v", str(frames), "-f", "mp4", str(dest)]
-    await run_ffmpeg(args, binary=binary, duration=frames / fps, progress=on_progress)
+    options: CutOptions,
+    title: str,
+    song_key: str | None = None,
+    credits: Credits | None = None,
+    credits_seconds: float | None = None,
+    title_seconds: float = TITLE_SECONDS,
+    artist: str | None = None,
+    comment: str | None = None,
+    progress: Progress | None = None,
+) -> MasterResult:
+    """Write ``out_dir/master.mp4`` and ``out_dir/manifest.json`` for this cut.
+
+    Segments missing from the cache are rendered first (at normal priority); then the
+    segments are joined by stream copy with the soundtrack muxed in, moov atom first,
+    tagged with ``title``, ``artist`` (default: the authors) and ``comment`` (default: the
+    song's credit and the cut's identity). Both files are written atomically.
+    """
+    report: Progress = progress or (lambda stage, fraction: None)
+    credits = credits or Credits()
+    cut = _prepare(slots, song, options, title=title, credits=credits,
+                   credits_seconds=credits_seconds, title_seconds=title_seconds,
+                   song_key=song_key)  # fmt: skip
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    rendered_before = renderer.rendered
+    segments, soundtrack = await _ensure_all(cut, renderer, song=song, song_key=song_key,
+                                             title=title, credits=credits, background=False,
+                                             report=report)  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix=".master-", dir=out_dir))
+    try:
+        report("join", 0.0)
+        listing = work / "segments.ffconcat"
+        body = ["ffconcat version 1.0"]
+        for path in segments:
+            body.append("file '" + str(path.resolve()).replace("'", "'\\''") + "'")
+        listing.write_text("\n".join(body) + "\n", encoding="utf-8")
+        master_tmp = work / MASTER_NAME
+        if comment is None:
+            bits = [credits.song_credit, "made with crowdcut", f"cut {cut.identity[:16]}"]
+            comment = " · ".join(b for b in bits if b)
+        args = ["-f", "concat", "-safe", "0", "-i", str(listing)]
+        if soundtrack is not None:
+            args += ["-i", str(soundtrack), "-map", "0:v:0", "-map", "1:a:0"]
+        else:
+            args += ["-map", "0:v:0", "-map", "0:a:0"]
+        args += [
+            "-c", "copy", "-map_metadata", "-1",
+            "-metadata", f"title={title}",
+            "-metadata", f"artist={artist if artist is not None else _default_artist(cut.slots)}",
+            "-metadata", f"comment={comment}",
+            "-movflags", "+faststart", "-f", "mp4", str(master_tmp),
+        ]  # fmt: skip
+        await run_ffmpeg(args, binary=renderer.binary, duration=cut.seconds,
+                         progress=lambda f: report("join", f))  # fmt: skip
+        duration = cut.seconds
+        manifest_tmp = work / MANIFEST_NAME
+        manifest = _manifest(cut, title=title, duration=duration, song=song, credits=credits)
+        manifest_tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
+                                encoding="utf-8")  # fmt: skip
+        size = master_tmp.stat().st_size
+        result = MasterResult(
+            master=await publish(master_tmp, out_dir / MASTER_NAME),
+            manifest=await publish(manifest_tmp, out_dir / MANIFEST_NAME),
+            duration=duration,
+            identity=cut.identity,
+            size_bytes=size,
+            segments_rendered=renderer.rendered - rendered_before,
+        )
+        log.info("master of %r: %.2f s of video, %d segments rendered, in %.1f s", title,
+                 duration, result.segments_rendered, time.monotonic() - started)  # fmt: skip
+        return result
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(work)
 
 
-async def _credits_part(
-    card: Path,
-    dest: Path,
-    *,
-    frames: int,
-    fps: int,
-    keep_audio: bool,
-    binary: str | None,
-    on_progress: Callable[[float], None],
-) -> None:
-    seconds = frames / fps
-    args = ["-loop", "1", "-framerate", str(fps), "-i", str(card)]
-    if keep_audio:
-        args += ["-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo"]
-    vf = (
-        "scale=out_color_matrix=bt709:out_range=tv,setsar=1,format=yuv420p,"
-        f"fade=t=in:d={min(0.5, seconds / 4):.3f}"
-    )
-    args += ["-filter_complex", f"[0:v]{vf}[v]", "-map", "[v]"]
-    if keep_audio:
-        args += ["-map", "1:a", *_audio_encode_args(), "-t", f"{seconds:.6f}"]
-    args += [*_video_encode_args(fps), "-threads", str(PART_THREADS)]
-    args += ["-frames:v", str(frames), "-f", "mp4", str(dest)]
-    await run_ffmpeg(args, binary=binary, duration=seconds, progress=on_progress)
+def preview_size(width: int, height: int, fps: float, video_kbps: float) -> tuple[int, int]:
+    """The largest frame (master size or a standard smaller one) the bitrate can carry with
+    at least :data:`PREVIEW_MIN_BPP` bits per pixel: below about 300 kbit/s a 360p picture
+    goes to 270p, and so on. Pure."""
+    short = min(width, height)
+    sides = [short, *(s for s in PREVIEW_SHORT_SIDES if s < short)]
+    for side in sides:
+        scale = side / short
+        w, h = max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+        if video_kbps * 1000 >= PREVIEW_MIN_BPP * w * h * fps:
+            return w, h
+    return w, h
 
 
-async def _encode_song(
-    song: Path,
-    dest: Path,
-    *,
-    offset: float,
-    seconds: float,
-    binary: str | None,
-    on_progress: Callable[[float], None],
-) -> None:
-    info = await probe_async(song)
-    if not info.has_audio:
-        raise MediaError(f"the song {song.name} has no audio stream")
-    fade = min(FADE_SECONDS, seconds / 4)
-    args = []
-    if offset > 0:
-        args += ["-ss", f"{offset:.6f}"]
-    args += [
-        "-i", str(song), "-map", "0:a:0", "-vn",
-        # apad: a song shorter than the cut ends in silence rather than a short audio track
-        "-af", f"aresample={AUDIO_RATE},apad,afade=t=out:st={seconds - fade:.6f}:d={fade:.6f}",
-        *_audio_encode_args(), "-t", f"{seconds:.6f}", "-f", "mp4", str(dest),
-    ]  # fmt: skip
-    await run_ffmpeg(args, binary=binary, duration=seconds, progress=on_progress)
-
-
-def _concat_list(parts: list[_Part], path: Path) -> None:
-    lines = ["ffconcat version 1.0"]
-    for part in parts:
-        name = part.path.name.replace("'", "'\\''")
-        lines.append(f"file '{name}'")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _preview_size(width: int, height: int, video_kbps: float) -> tuple[int, int]:
-    """Preview frame size: at most 640 on the long side, less when the bitrate is thin."""
-    long_side = PREVIEW_MAX_SIDE
-    for kbps, side in ((400, 640), (200, 480), (100, 320)):
-        if video_kbps >= kbps:
-            long_side = side
-            break
-    else:
-        long_side = 256
-    scale = min(1.0, long_side / max(width, height))
-    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
-
-
-async def _make_preview(
+async def make_preview(
     master: Path,
     dest: Path,
-    work: Path,
     *,
-    duration: float,
-    width: int,
-    height: int,
     limit_bytes: int,
-    binary: str | None,
-    on_progress: Callable[[float], None],
-    attempts: int = 4,
-) -> None:
-    """Two-pass encode of ``master`` aimed at ``limit_bytes``, measured and retried if over.
+    ffmpeg_binary: str | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> Preview:
+    """Write to ``dest`` the file to post where at most ``limit_bytes`` may be uploaded.
 
-    Two-pass bitrate targeting lands close to the size asked for; ``-fs`` would instead
-    cut the video off when the limit is reached.
+    When the master fits, the preview *is* the master (a hard link, or a copy). Otherwise a
+    two-pass encode from the master's known duration aims at :data:`PREVIEW_TARGET` of the
+    limit: the audio is encoded first and measured, the container's overhead estimated,
+    and the rest goes to the video, at a smaller size when the bitrate would be too thin
+    for the master's. A preview is never larger than its master. Raises
+    :class:`MediaError` when even the smallest preview cannot fit or the result is over
+    the limit (a 413 from Discord: call again with a smaller limit).
     """
-    total_kbps = limit_bytes * 8 * PREVIEW_HEADROOM / 1000 / duration
-    audio_kbps = 96 if total_kbps >= 400 else (64 if total_kbps >= 160 else 32)
-    video_kbps = total_kbps - audio_kbps
-    if video_kbps < 30:
-        raise MediaError(
-            f"a {duration:.0f} s preview cannot fit in {limit_bytes} bytes "
-            f"({total_kbps:.0f} kbit/s available)"
-        )
-    pw, ph = _preview_size(width, height, video_kbps)
-    vf = f"scale={pw}:{ph}:flags=bicubic,setsar=1,format=yuv420p"
-    passlog = str(work / "preview-pass")
-    common = ["-i", str(master), "-vf", vf, "-c:v", "libx264", "-preset", X264_PRESET,
-              "-passlogfile", passlog]  # fmt: skip
-
-    def rate(kbps: int) -> list[str]:
-        return ["-b:v", f"{kbps}k", "-maxrate", f"{int(kbps * 1.5)}k", "-bufsize", f"{kbps * 2}k"]
-
-    await run_ffmpeg(
-        [*common, *rate(int(video_kbps)), "-pass", "1", "-an", "-f", "null", "-"],
-        binary=binary,
-        duration=duration,
-        progress=lambda f: on_progress(f * 0.5),
-    )
-    for attempt in range(1, attempts + 1):
-        kbps = int(video_kbps)
+    on_progress = progress or (lambda f: None)
+    master, dest = Path(master), Path(dest)
+    info = await probe_async(master)
+    if info.size_bytes <= limit_bytes:
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.link")
+        tmp.unlink(missing_ok=True)
+        try:
+            await asyncio.to_thread(os.link, master, tmp)
+        except OSError:
+            await asyncio.to_thread(shutil.copyfile, master, tmp)
+        await publish(tmp, dest)
+        on_progress(1.0)
+        return Preview(dest, info.size_bytes, info.width or 0, info.height or 0, True)
+    duration = info.duration
+    if not info.has_video or duration <= 0:
+        raise MediaError(f"cannot make a preview of {master.name}: not a video with a duration")
+    fps = float(info.frame_rate or 24)
+    target = limit_bytes * PREVIEW_TARGET
+    total_kbps = target * 8 / 1000 / duration
+    audio_kbps = 0
+    if info.has_audio:
+        audio_kbps = 96 if total_kbps >= 600 else (64 if total_kbps >= 250 else 32)
+    work = Path(tempfile.mkdtemp(prefix=".preview-", dir=dest.parent))
+    try:
+        audio = work / "audio.m4a"
+        audio_bytes = 0
+        if audio_kbps:
+            await run_ffmpeg(["-i", str(master), "-map", "0:a:0", "-vn", "-c:a", "aac",
+                              "-b:a", f"{audio_kbps}k", "-ac", "2", "-f", "mp4", str(audio)],
+                             binary=ffmpeg_binary)  # fmt: skip
+            audio_bytes = audio.stat().st_size
+        frames = round(duration * fps)
+        # mp4 tables: ~16 bytes a video frame (size, offset, composition time), 8 an audio
+        # packet, plus the headers
+        overhead = 16 * frames + 8 * (duration * 48000 / 1024 if audio_kbps else 0) + 4096
+        video_bytes = target - audio_bytes - overhead
+        video_kbps = video_bytes * 8 / 1000 / duration
+        if video_kbps < 30:
+            raise MediaError(
+                f"a {duration:.0f} s preview cannot fit in {limit_bytes} bytes "
+                f"({total_kbps:.0f} kbit/s available)"
+            )
+        pw, ph = preview_size(info.width or 2, info.height or 2, fps, video_kbps)
+        vf = f"scale={pw}:{ph}:flags=bicubic,setsar=1,format=yuv420p"
+        passlog = str(work / "pass")
+        kbps = max(1, int(video_kbps))
+        # a tight rate tolerance and no macroblock tree: on short videos x264's two-pass
+        # otherwise overshoots by up to 8 % (within 1 % on minutes-long ones either way)
+        encode = ["-vf", vf, "-c:v", "libx264", "-preset", X264_PRESET, "-b:v", f"{kbps}k",
+                  "-x264-params", "ratetol=0.1:mbtree=0", "-passlogfile", passlog]  # fmt: skip
         await run_ffmpeg(
-            [
-                *common,
-                *rate(kbps),
-                "-pass",
-                "2",
-                "-c:a",
-                "aac",
-                "-b:a",
-                f"{audio_kbps}k",
-                "-ac",
-                "2",
-                "-movflags",
-                "+faststart",
-                "-f",
-                "mp4",
-                str(dest),
-            ],  # fmt: skip
-            binary=binary,
+            ["-i", str(master), *encode, "-pass", "1", "-an", "-f", "null", "-"],
+            binary=ffmpeg_binary,
+            duration=duration,
+            progress=lambda f: on_progress(f * 0.5),
+        )
+        out = work / "preview.mp4"
+        second = ["-i", str(master)]
+        if audio_kbps:
+            second += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "copy"]
+        second += [*encode, "-pass", "2", "-movflags", "+faststart", "-f", "mp4", str(out)]
+        await run_ffmpeg(
+            second,
+            binary=ffmpeg_binary,
             duration=duration,
             progress=lambda f: on_progress(0.5 + f * 0.5),
         )
-        size = dest.stat().st_size
-        log.info("preview attempt %d: %d kbit/s video, %d bytes of %d", attempt, kbps, size,
-                 limit_bytes)  # fmt: skip
-        if size <= limit_bytes:
-            return
-        video_kbps = video_kbps * limit_bytes / size * 0.93
-        if video_kbps < 30:
-            break
-    raise MediaError(f"the preview stayed over {limit_bytes} bytes after {attempts} tries")
+        size = out.stat().st_size
+        log.info("preview %dx%d at %d kbit/s: %d bytes of %d (%.1f %%)", pw, ph, kbps, size,
+                 limit_bytes, 100 * size / limit_bytes)  # fmt: skip
+        if size > limit_bytes:
+            raise MediaError(f"the preview came out at {size} bytes, over {limit_bytes}")
+        await publish(out, dest)
+        return Preview(dest, size, pw, ph, False, video_kbps)
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(work)
 
 
 def _manifest(
-    slots: list[CutSlot],
-    *,
-    title: str,
-    duration: float,
-    frames: list[int],
-    fps: int,
-    width: int,
-    height: int,
-    song: Path | None,
-    credits_seconds: float,
+    cut: _Cut, *, title: str, duration: float, song: Path | None, credits: Credits
 ) -> dict[str, object]:
-    cursor = 0
+    fps = cut.options.fps
     entries = []
-    for slot, n in zip(slots, frames, strict=True):
-        entries.append(
-            {
-                "index": slot.index,
-                "start": slot.start,
-                "duration": slot.duration,
-                "video_start": round(cursor / fps, 6),
-                "video_frames": n,
-                "clip_id": slot.clip_id,
-                "author": slot.author,
-                "prompt": slot.prompt,
-                "backend": slot.backend,
-                "model": slot.model,
-                "votes": dict(slot.votes),
-                "reused": slot.reused,
-            }
-        )
+    cursor = 0
+    for slot, n in zip(cut.slots, cut.frames, strict=True):
+        entry = {
+            "index": slot.index,
+            "start": slot.start,
+            "duration": slot.duration,
+            "video_start": round(cursor / fps, 6),
+            "video_frames": n,
+            "clip_id": slot.clip_id,
+            "author": slot.author or "anonymous",
+            "prompt": slot.prompt,
+            "backend": slot.backend,
+            "model": slot.model,
+            "votes": dict(slot.votes),
+            "reused": slot.reused,
+            "pinned": slot.pinned,
+            "in_point": slot.in_point,
+            "parent_clip_id": slot.parent_clip_id,
+            "lineage": slot_credit(slot)["lineage"],
+        }
+        entries.append(entry)
         cursor += n
+    o = cut.options
     return {
         "title": title,
+        "identity": cut.identity,
         "duration": round(duration, 6),
-        "width": width,
-        "height": height,
+        "width": o.width,
+        "height": o.height,
         "fps": fps,
-        "credits_seconds": credits_seconds,
+        "transition": {
+            "type": o.transition,
+            "frames": o.transition_frames,
+            "seconds": o.transition_frames / fps,
+        },  # fmt: skip
+        "fit": o.fit,
+        "credits_seconds": cut.credit_frames / fps,
         "song": song.name if song else None,
+        "credits": {
+            "song": credits.song_credit,
+            "approved_by": list(credits.moderators),
+            "slots": [slot_credit(s) for s in cut.slots],
+        },
         "files": {"master": MASTER_NAME, "preview": PREVIEW_NAME, "manifest": MANIFEST_NAME},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "slots": entries,
@@ -429,171 +655,62 @@ async def assemble(
     height: int = 720,
     fps: int = 24,
     preview_limit_bytes: int = 10 * 1024 * 1024,
-    credits_seconds: float = 4.0,
+    credits_seconds: float | None = 4.0,
     ffmpeg_binary: str | None = None,
     progress: Progress | None = None,
+    transition: str = "cut",
+    transition_seconds: float = 0.0,
+    fit: str = "hold",
+    credits: Credits | None = None,
+    song_key: str | None = None,
+    title_seconds: float = TITLE_SECONDS,
+    renderer: SegmentRenderer | None = None,
+    cache_dir: Path | None = None,
 ) -> AssemblyResult:
     """Cut ``slots`` (joined in slot ``index`` order) to ``song`` and write the results.
 
     Writes ``master.mp4`` (H.264 High/yuv420p + AAC, WxH at ``fps``, moov atom first),
-    ``preview.mp4`` (smaller, at most ``preview_limit_bytes``) and ``manifest.json`` into
-    ``out_dir``, each atomically. ``progress(stage, fraction)`` is called with the stages
-    ``"normalize"``, ``"song"``, ``"join"``, ``"preview"`` and ``"done"``. Work files live
-    in a temporary folder inside ``out_dir``, removed at the end, also on failure or
-    cancellation (which stops every ffmpeg process).
+    ``preview.mp4`` (the master when it fits ``preview_limit_bytes``, else a smaller
+    encode under it) and ``manifest.json`` into ``out_dir``, each atomically.
+    ``credits_seconds=None`` gives the roll the time it needs to be read.
+    ``progress(stage, fraction)`` is called with the stages ``"normalize"``, ``"song"``,
+    ``"join"``, ``"preview"`` and ``"done"``. Segments go to ``renderer``'s cache, or
+    ``cache_dir``'s, or (neither given) a temporary folder inside ``out_dir`` removed at the
+    end, also on failure or cancellation (which stops every ffmpeg process).
 
     Raises :class:`InvalidClip` for a slot whose clip is not usable video and
     :class:`MediaError` when ffmpeg fails.
     """
+    options = CutOptions(width=width, height=height, fps=fps, transition=transition,
+                         transition_seconds=transition_seconds, fit=fit)  # fmt: skip
     if not slots:
         raise ValueError("assemble needs at least one slot")
-    if width % 2 or height % 2 or width < 16 or height < 16:
-        raise ValueError(f"width and height must be even and at least 16, not {width}x{height}")
-    if fps <= 0:
-        raise ValueError("fps must be positive")
-    if any(slot.duration <= 0 for slot in slots):
-        raise ValueError("every slot needs a positive duration")
-
     report: Progress = progress or (lambda stage, fraction: None)
-    slots = sorted(slots, key=lambda s: s.index)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".assembly-", dir=out_dir))
-    started = time.monotonic()
-    keep_audio = song is None
-
-    frames = frame_plan([s.duration for s in slots], fps)
-    credit_frames = round(credits_seconds * fps) if credits_seconds > 0 else 0
-    total_frames = sum(frames) + credit_frames
-    total_seconds = total_frames / fps
-    log.info(
-        "assembling %r: %d slots, %.2f s + %.2f s credits at %dx%d@%d",
-        title, len(slots), sum(frames) / fps, credit_frames / fps, width, height, fps,
-    )  # fmt: skip
-
-    # one normalized part per distinct (clip, length): a reused clip of the same length
-    # is encoded once and listed twice
-    parts: list[_Part] = []
-    unique: dict[tuple[str, int], _Part] = {}
-    for slot, n in zip(slots, frames, strict=True):
-        key = (str(Path(slot.clip_path).resolve()), n)
-        if key not in unique:
-            unique[key] = _Part(key, n, work / f"part-{len(unique):04d}.mp4",
-                                Path(slot.clip_path), f"slot {slot.index + 1}")  # fmt: skip
-        parts.append(unique[key])
-    credits_part = None
-    if credit_frames:
-        credits_part = _Part(("credits", credit_frames), credit_frames,
-                             work / "part-credits.mp4", None, "credits")  # fmt: skip
-        unique[credits_part.key] = credits_part
-        parts.append(credits_part)
-
-    encode_frames = sum(p.frames for p in unique.values())
-    done_frames: dict[tuple[str, int], float] = {}
-
-    def part_progress(part: _Part) -> Callable[[float], None]:
-        def update(fraction: float) -> None:
-            done_frames[part.key] = fraction * part.frames
-            report("normalize", min(1.0, sum(done_frames.values()) / encode_frames))
-
-        return update
-
-    semaphore = asyncio.Semaphore(NORMALIZE_CONCURRENCY)
-
-    async def make_part(part: _Part) -> None:
-        async with semaphore:
-            if part.source is None:
-                card = work / "credits.png"
-                lines = [
-                    (
-                        f"{s.index + 1}. {s.author or 'anonymous'}",
-                        f"{s.prompt} (reused)" if s.reused else s.prompt,
-                    )
-                    for s in slots
-                ]
-                await asyncio.to_thread(render_credits_card, card, title, lines, width, height)
-                await _credits_part(card, part.path, frames=part.frames, fps=fps,
-                                    keep_audio=keep_audio, binary=ffmpeg_binary,
-                                    on_progress=part_progress(part))  # fmt: skip
-                return
-            try:
-                await _normalize(part.source, part.path, frames=part.frames, width=width,
-                                 height=height, fps=fps, keep_audio=keep_audio,
-                                 binary=ffmpeg_binary, on_progress=part_progress(part))  # fmt: skip
-            except InvalidClip as exc:
-                raise InvalidClip(f"The clip of {part.label} is unusable: {exc.message}") from exc
-
-    song_part = work / "song.m4a"
-
-    async def make_song() -> None:
-        if song is None:
-            return
-        await _encode_song(Path(song), song_part, offset=max(0.0, slots[0].start),
-                           seconds=total_seconds, binary=ffmpeg_binary,
-                           on_progress=lambda f: report("song", f))  # fmt: skip
-
+    scratch = None
+    if renderer is None:
+        if cache_dir is None:
+            scratch = Path(tempfile.mkdtemp(prefix=".assembly-", dir=out_dir))
+        renderer = SegmentRenderer(SegmentCache(cache_dir or scratch / "segments"),  # type: ignore[operator]
+                                   ffmpeg_binary=ffmpeg_binary)  # fmt: skip
     try:
         report("normalize", 0.0)
-        # the song encodes alongside the video parts (it is one light audio process)
-        tasks = [asyncio.ensure_future(make_song())]
-        tasks += [asyncio.ensure_future(make_part(p)) for p in unique.values()]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        report("normalize", 1.0)
-
-        # the invariant that makes a stream-copy join valid
-        infos = await asyncio.gather(*(probe_async(p.path) for p in unique.values()))
-        reference = infos[0]
-        for part, info in zip(unique.values(), infos, strict=True):
-            diffs = copy_mismatches(reference, info)
-            if diffs or not info.has_video:
-                raise MediaError(f"normalized {part.label} cannot be joined: {'; '.join(diffs)}")
-
-        report("join", 0.0)
-        listing = work / "parts.ffconcat"
-        _concat_list(parts, listing)
-        master_tmp = work / MASTER_NAME
-        args = ["-f", "concat", "-safe", "0", "-i", str(listing)]
-        if song is not None:
-            args += ["-i", str(song_part), "-map", "0:v:0", "-map", "1:a:0"]
-        else:
-            args += ["-map", "0:v:0", "-map", "0:a:0"]
-        args += ["-c", "copy", "-movflags", "+faststart", "-f", "mp4", str(master_tmp)]
-        await run_ffmpeg(args, binary=ffmpeg_binary, duration=total_seconds,
-                         progress=lambda f: report("join", f))  # fmt: skip
-        master_info = await probe_async(master_tmp)
-        duration = master_info.duration
-
+        master = await assemble_master(slots, song, out_dir, renderer, options=options,
+                                       title=title, song_key=song_key, credits=credits,
+                                       credits_seconds=credits_seconds,
+                                       title_seconds=title_seconds, progress=report)  # fmt: skip
         report("preview", 0.0)
-        preview_tmp = work / PREVIEW_NAME
-        await _make_preview(master_tmp, preview_tmp, work, duration=duration, width=width,
-                            height=height, limit_bytes=preview_limit_bytes,
-                            binary=ffmpeg_binary,
-                            on_progress=lambda f: report("preview", f))  # fmt: skip
-
-        manifest_tmp = work / MANIFEST_NAME
-        manifest = _manifest(slots, title=title, duration=duration, frames=frames, fps=fps,
-                             width=width, height=height, song=Path(song) if song else None,
-                             credits_seconds=credit_frames / fps)  # fmt: skip
-        manifest_tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
-                                encoding="utf-8")  # fmt: skip
-
-        result = AssemblyResult(
-            master=await publish(master_tmp, out_dir / MASTER_NAME),
-            preview=await publish(preview_tmp, out_dir / PREVIEW_NAME),
-            manifest=await publish(manifest_tmp, out_dir / MANIFEST_NAME),
-            duration=duration,
-        )
+        preview = await make_preview(master.master, out_dir / PREVIEW_NAME,
+                                     limit_bytes=preview_limit_bytes,
+                                     ffmpeg_binary=renderer.binary,
+                                     progress=lambda f: report("preview", f))  # fmt: skip
         report("done", 1.0)
-        log.info("assembled %r: %.2f s of video in %.1f s", title, duration,
-                 time.monotonic() - started)  # fmt: skip
-        return result
+        return AssemblyResult(master=master.master, preview=preview.path,
+                              manifest=master.manifest, duration=master.duration,
+                              identity=master.identity,
+                              preview_is_master=preview.is_master)  # fmt: skip
     finally:
-        # a few files; removing them is quick enough not to bother the loop
-        with contextlib.suppress(OSError):
-            shutil.rmtree(work)
+        if scratch is not None:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(scratch)

@@ -183,6 +183,7 @@ async def run_ffmpeg(
     duration: float | None = None,
     progress: Callable[[float], None] | None = None,
     timeout: float | None = None,
+    nice: float | None = None,
 ) -> None:
     """Run ffmpeg with ``args`` and wait for it without blocking the event loop.
 
@@ -190,6 +191,9 @@ async def run_ffmpeg(
     ``-nostdin -hide_banner -y -progress pipe:1 -nostats`` are put in front. When
     ``duration`` (seconds of output expected) and ``progress`` are given, ``progress``
     receives the fraction done (0..1) as ffmpeg reports it, and 1.0 when it succeeds.
+
+    ``nice`` lowers the process's scheduling priority by that much (background renders
+    yield the CPU to generation and interactive work).
 
     Raises :class:`MediaError` carrying the last lines of stderr when ffmpeg exits non-zero
     or runs past ``timeout`` seconds. When the calling task is cancelled the process is
@@ -222,6 +226,12 @@ async def run_ffmpeg(
         )
     except OSError as exc:
         raise MediaError(f"cannot start ffmpeg ({exe}): {exc}") from exc
+    if nice:
+        # set right after the start rather than in a preexec_fn (unsafe with threads);
+        # the first milliseconds at normal priority do not matter
+        with contextlib.suppress(OSError):
+            base = os.getpriority(os.PRIO_PROCESS, 0)
+            os.setpriority(os.PRIO_PROCESS, proc.pid, base + int(nice))
 
     assert proc.stdout is not None and proc.stderr is not None
     readers = asyncio.gather(
