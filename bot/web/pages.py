@@ -173,7 +173,8 @@ def build_project_page(
     by_id = {c.id: c for c in clips}
     page = ProjectPage(project=project, token=token, clips=by_id, cuts=cuts, approved=approved)
     if project.approved_by is not None:
-        page.approved_by = (names or {}).get(project.approved_by, "anonymous")
+        # "anonymous" once forgotten; None for a moderator crowdcut never recorded
+        page.approved_by = (names or {}).get(project.approved_by)
     if approved is not None:
         page.credits = credits(approved, by_id, manifest)
     page.standings, page.unslotted = standings(project, clips)
@@ -195,7 +196,7 @@ def state_text(project: Project, *, approved_by: str | None, now: float | None =
     if project.state == CLOSED:
         return "Voting is closed; the moderators are choosing the cut."
     if project.state == APPROVED:
-        return f"Approved by {approved_by or 'anonymous'}."
+        return f"Approved by {approved_by}." if approved_by else "Approved by the moderators."
     if project.state == DRAFT:
         return "Not open yet."
     return project.state

@@ -43,6 +43,7 @@ class Asset:
 ASSETS = {
     "style.css": Asset(_asset("style.css"), "text/css; charset=utf-8"),
     "live.js": Asset(_asset("live.js"), "text/javascript; charset=utf-8"),
+    "icon.svg": Asset(_asset("icon.svg"), "image/svg+xml"),
 }
 
 
@@ -73,7 +74,9 @@ def document(
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         "<title>{title}</title>\n{robots}"
-        '<link rel="stylesheet" href="{root}static/style.css?v={css}">\n{head}{script}'
+        '<link rel="stylesheet" href="{root}static/style.css?v={css}">\n'
+        '<link rel="icon" href="{root}static/icon.svg?v={icon}" type="image/svg+xml">\n'
+        "{head}{script}"
         "</head>\n<body>\n<main>\n{body}</main>\n"
         "<footer>Made together in Discord with crowdcut. "
         '<a href="{root}">More projects</a></footer>\n</body>\n</html>\n',
@@ -81,6 +84,7 @@ def document(
         robots=when(noindex, Safe('<meta name="robots" content="noindex">\n')),
         root=root,
         css=css.version,
+        icon=ASSETS["icon.svg"].version,
         head=head,
         script=when(
             script,
@@ -190,7 +194,7 @@ def credit_line(page: ProjectPage, line: CreditLine) -> Safe:
 
 def candidate(clip: PageClip) -> Safe:
     return h(
-        '<li data-clip="{id}"><video controls preload="none" playsinline '
+        '<li data-clip="{id}"><video controls preload="metadata" playsinline '
         'src="media/{key}"></video><div><span class="score">{score}</span> '
         '<span class="meta votes">{votes}</span>'
         '<p><b class="author">{author}</b>: <q class="prompt">{prompt}</q></p>'

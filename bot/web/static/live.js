@@ -18,7 +18,7 @@
     li.dataset.clip = String(c.id);
     var video = document.createElement("video");
     video.controls = true;
-    video.preload = "none";
+    video.preload = "metadata";
     video.setAttribute("playsinline", "");
     video.src = mediaBase + c.media;
     li.appendChild(video);
