@@ -211,3 +211,27 @@ def m002_generators(db: Database) -> None:
 def m003_votes_follow_discord(db: Database) -> None:
     """A clip whose post a moderator deleted leaves the vote: when that was seen."""
     db["clips"].add_column("post_deleted_at", float)
+
+
+@migrations()
+def m004_outbox(db: Database) -> None:
+    """The outbox: every Discord side effect as a row, drained by the outbox worker."""
+    db["outbox"].create(
+        {
+            "id": int,
+            "kind": str,
+            "key": str,  # pending rows with one key coalesce (see storage/outbox.py)
+            "payload": str,  # JSON
+            "state": str,  # pending | running | done | failed
+            "attempts": int,
+            "next_attempt_at": float,
+            "last_error": str,
+            "created_at": float,
+        },
+        pk="id",
+        not_null={"kind", "key", "state", "created_at"},
+        defaults={"attempts": 0},
+    )
+    db.execute("create unique index outbox_pending_key on outbox (key) where state = 'pending'")
+    db["outbox"].create_index(["state", "next_attempt_at"])
+

@@ -44,6 +44,7 @@ from storage.models import (
     Vote,
     from_row,
 )
+from storage.outbox import DELETE_MESSAGE, POST_CLIP, REACT, STATUS, OutboxMixin
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def _connect(path: Path) -> Database:
     return db
 
 
-class Store:
+class Store(OutboxMixin):
     """Named methods over the database. Open with ``Store(path)``; migrations apply at once."""
 
     def __init__(self, path: Path | str, *, migrate: bool = True) -> None:
@@ -334,16 +335,27 @@ class Store:
                 {"id": member_id, "name": "anonymous", "forgotten_at": self._now()}, pk="id"
             )
             still_used = self._media_keys_in_use(media)
-        messages = [
-            (c.channel_id, c.message_id)
-            for c in drop_clips  # type: ignore[union-attr]
-            if c.channel_id and c.message_id
-        ]
-        messages += [
-            (j.channel_id, j.status_message_id)
-            for j in jobs  # type: ignore[union-attr]
-            if j.id not in kept_job_ids and j.channel_id and j.status_message_id
-        ]
+            messages = [
+                (c.channel_id, c.message_id)
+                for c in drop_clips  # type: ignore[union-attr]
+                if c.channel_id and c.message_id
+            ]
+            messages += [
+                (j.channel_id, j.status_message_id)
+                for j in jobs  # type: ignore[union-attr]
+                if j.id not in kept_job_ids and j.channel_id and j.status_message_id
+            ]
+            # the posts come down from the channel too, as durable work; effects still
+            # waiting for what is gone are dropped
+            gone = [f"{STATUS}:{j.id}" for j in jobs if j.id not in kept_job_ids]  # type: ignore[union-attr]
+            gone += [f"{k}:{c.id}" for c in drop_clips for k in (POST_CLIP, REACT)]  # type: ignore[union-attr]
+            self._drop_effects(gone)
+            for channel_id, message_id in messages:
+                self._enqueue(
+                    DELETE_MESSAGE,
+                    f"{DELETE_MESSAGE}:{message_id}",
+                    {"channel_id": channel_id, "message_id": message_id},
+                )
         return {
             "messages": messages,
             "jobs": dropped_jobs,
@@ -419,7 +431,12 @@ class Store:
                     "queued_at": self._now(),
                 },
             )
+            self._status_changed(pk)  # the status message that follows the job
         return self.get_job(pk)  # type: ignore[return-value]
+
+    def _status_changed(self, job_id: int) -> None:
+        """Queue an update of the job's status message (coalesced: the newest state)."""
+        self._enqueue(STATUS, f"{STATUS}:{job_id}", {"job_id": job_id})
 
     def _project_guild(self, project_id: int) -> int | None:
         row = self.db.execute("select guild_id from projects where id = ?", [project_id]).fetchone()
@@ -526,6 +543,7 @@ class Store:
             )
             if cur.rowcount != 1:
                 return None
+            self._status_changed(job_id)
         return self.get_job(job_id)
 
     def set_provider_job_id(
@@ -542,37 +560,26 @@ class Store:
             if charge is not None:
                 self._ledger_row(job_id, charge)
 
-    def _ledger_row(self, job_id: int, charge: Charge, *, refused: bool = False) -> None:
-        row = self.db.execute(
-            "select j.project_id, p.guild_id, j.member_id from jobs j "
-            "join projects p on p.id = j.project_id where j.id = ?",
-            [job_id],
-        ).fetchone()
-        project_id, guild_id, member_id = row if row else (None, None, None)
-        self._insert(
-            "ledger",
-            {
-                "job_id": job_id,
-                "project_id": project_id,
-                "guild_id": guild_id,
-                "member_id": member_id,
-                "backend": charge.backend,
-                "model": charge.model,
-                "kind": charge.kind,
-                "seconds": charge.seconds,
-                "amount": charge.amount,
-                "currency": charge.currency,
-                "refused": int(refused),
-                "at": self._now(),
-            },
+    def _ledger_row(self, job_id: int, charge: Charge) -> None:
+        self.record_charge(
+            job_id,
+            backend=charge.backend,
+            model=charge.model,
+            kind=charge.kind,
+            seconds=charge.seconds,
+            amount=charge.amount,
+            currency=charge.currency,
         )
 
     def mark_running(self, job_id: int, progress: float | None) -> None:
-        self.db.execute(
-            "update jobs set state = ?, progress = coalesce(?, progress), "
-            "started_at = coalesce(started_at, ?) where id = ? and state in (?, ?)",
-            [RUNNING, progress, self._now(), job_id, SUBMITTED, RUNNING],
-        )
+        with self.db.atomic():
+            cur = self.db.execute(
+                "update jobs set state = ?, progress = coalesce(?, progress), "
+                "started_at = coalesce(started_at, ?) where id = ? and state in (?, ?)",
+                [RUNNING, progress, self._now(), job_id, SUBMITTED, RUNNING],
+            )
+            if cur.rowcount == 1:
+                self._status_changed(job_id)
 
     def requeue_job(
         self,
@@ -593,8 +600,10 @@ class Store:
                 "where id = ? and state in (?, ?)",
                 [QUEUED, next_attempt_at, error, error_kind, job_id, SUBMITTED, RUNNING],
             )
-            if cur.rowcount == 1 and refund is not None:
-                self._ledger_row(job_id, refund)
+            if cur.rowcount == 1:
+                self._status_changed(job_id)
+                if refund is not None:
+                    self._ledger_row(job_id, refund)
         return cur.rowcount == 1
 
     def fail_job(
@@ -615,6 +624,7 @@ class Store:
                 [FAILED, error, error_kind, self._now(), job_id, *ACTIVE_JOB_STATES],
             )
             if cur.rowcount == 1:
+                self._status_changed(job_id)
                 if refund is not None:
                     self._ledger_row(job_id, refund)
                 if refused:
@@ -628,6 +638,7 @@ class Store:
             if job is None or job.state not in ACTIVE_JOB_STATES:
                 return None
             self._update("jobs", job_id, {"state": CANCELED, "finished_at": self._now()})
+            self._status_changed(job_id)
         return job
 
     def complete_job(
@@ -652,7 +663,7 @@ class Store:
             if job is None or job.state not in (SUBMITTED, RUNNING):
                 return None
             now = self._now()
-            self._insert(
+            clip_id = self._insert(
                 "clips",
                 {
                     "job_id": job_id,
@@ -674,6 +685,8 @@ class Store:
             self._update(
                 "jobs", job_id, {"state": DONE, "progress": 1.0, "finished_at": now, "error": None}
             )
+            self._enqueue(POST_CLIP, f"{POST_CLIP}:{clip_id}", {"clip_id": clip_id})
+            self._status_changed(job_id)
         return self.clip_for_job(job_id)
 
     def set_status_message(self, job_id: int, message_id: int) -> None:
@@ -700,6 +713,7 @@ class Store:
                     error_kind="rejected",
                 )
             self._update("jobs", job_id, changes)
+            self._status_changed(job_id)
         return self.get_job(job_id)
 
     @reader
@@ -745,11 +759,27 @@ class Store:
         ]
 
     def mark_clip_posted(self, clip_id: int, *, channel_id: int, message_id: int) -> None:
-        self._update(
-            "clips",
-            clip_id,
-            {"channel_id": channel_id, "message_id": message_id, "posted_at": self._now()},
-        )
+        """Record the clip's post (as soon as Discord answered); its vote reactions and the
+        job's status link follow as effects of the same transaction."""
+        with self.db.atomic():
+            self._update(
+                "clips",
+                clip_id,
+                {"channel_id": channel_id, "message_id": message_id, "posted_at": self._now()},
+            )
+            self._enqueue(REACT, f"{REACT}:{clip_id}", {"clip_id": clip_id})
+            row = self.db.execute("select job_id from clips where id = ?", [clip_id]).fetchone()
+            if row:
+                self._status_changed(row[0])
+
+    def enqueue_unposted_clips(self) -> int:
+        """Queue a post for every clip without one (clips made before the outbox existed,
+        or whose post was given up); returns how many."""
+        with self.db.atomic():
+            ids = [r[0] for r in self.db.execute("select id from clips where message_id is null")]
+            for clip_id in ids:
+                self._enqueue(POST_CLIP, f"{POST_CLIP}:{clip_id}", {"clip_id": clip_id})
+        return len(ids)
 
     # ------------------------------------------------------------------ reactions and votes
     def apply_reaction(

@@ -213,5 +213,14 @@ async def test_a_429_from_discord_is_waited_out_and_the_reply_still_arrives(guil
     guild.emu.rate_limit_next("POST", r"/channels/\d+/messages$", retry_after=0.3)
     _, reply = await guild.slash(guild.alice, "prompt", {"text": "rate limited but fine"})
     assert "Accepted" in reply["content"]
+    # the status message is the outbox's: it waits the 429 out and is posted once
+    job = await until(lambda: _with_status(guild, 1))
     statuses = [r for r in guild.emu.requests if r[2] == 429]
     assert statuses
+    posts = [m for m in guild.emu.messages(guild.channel) if "Job #1" in m["content"]]
+    assert [m["id"] for m in posts] == [str(job.status_message_id)]
+
+
+async def _with_status(guild, job_id: int):
+    job = await guild.app.store.get_job(job_id)
+    return job if job and job.status_message_id else None

@@ -21,7 +21,7 @@ async def test_a_prompt_is_acked_in_time_then_its_status_follows_it_to_the_poste
     assert reply["flags"] & 64  # ephemeral: only alice sees the receipt
     assert "Accepted as job #1" in reply["content"] and "ETA" in reply["content"]
     assert "position 1" in reply["content"] or "generating now" in reply["content"]
-    job = await guild.app.store.get_job(1)
+    job = await until(lambda: _with_status(guild, 1))  # posted by the outbox, once
     status_id = job.status_message_id
     status = guild.emu.get_message(guild.channel, status_id, viewer=guild.bob.id)
     assert "Job #1" in status["content"] and "neon city" in status["content"]
@@ -67,6 +67,11 @@ async def test_everyone_and_role_mentions_in_a_prompt_ping_nobody(guild):
         msg = guild.emu.get_message(guild.channel, mid)
         assert msg["mention_everyone"] is False
         assert msg["mentions"] == [] and msg["mention_roles"] == []
+
+
+async def _with_status(guild, job_id: int):
+    job = await guild.app.store.get_job(job_id)
+    return job if job and job.status_message_id else None
 
 
 def _png_header_only(width: int, height: int) -> bytes:

@@ -133,7 +133,7 @@ async def test_the_author_cancels_a_running_job_and_no_clip_appears(app):
             if j.provider_job_id:
                 break
             await asyncio.sleep(0.05)
-        canceled = await subs.cancel(sub.job.id, ALICE, is_moderator=False)
+        canceled = await subs.cancel(sub.job.id, ALICE, is_moderator=False, guild_id=1)
         assert canceled.state == "canceled"
         await worker.wait_idle(timeout=30)
     finally:
@@ -146,11 +146,11 @@ async def test_only_the_author_or_a_moderator_may_cancel(app):
     rec, worker, subs, project = await setup(app)
     sub = await subs.submit(project, ALICE, "mine")
     with pytest.raises(PermissionDenied):
-        await subs.cancel(sub.job.id, BOB, is_moderator=False)
-    done = await subs.cancel(sub.job.id, MOD, is_moderator=True)
+        await subs.cancel(sub.job.id, BOB, is_moderator=False, guild_id=1)
+    done = await subs.cancel(sub.job.id, MOD, is_moderator=True, guild_id=1)
     assert done.state == "canceled"
     with pytest.raises(InvalidState, match="already canceled"):
-        await subs.cancel(sub.job.id, ALICE, is_moderator=False)
+        await subs.cancel(sub.job.id, ALICE, is_moderator=False, guild_id=1)
     audit = await app.store.audit_log(1)
     assert audit[0].action == "cancel_job" and audit[0].actor_id == MOD.id
 

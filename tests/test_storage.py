@@ -59,7 +59,12 @@ def clip(store, j):
 
 def test_the_database_is_in_wal_mode_with_migrations_recorded(store):
     assert store.db.journal_mode == "wal"
-    applied = ["m001_initial", "m002_generators", "m003_votes_follow_discord"]
+    applied = [
+        "m001_initial",
+        "m002_generators",
+        "m003_votes_follow_discord",
+        "m004_outbox",
+    ]
     assert store.applied_migrations() == applied
     # applying again on reopen is a no-op
     again = Store(store.path)

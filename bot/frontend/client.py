@@ -26,10 +26,12 @@ from bot.frontend.checks import (
 from bot.frontend.publisher import DiscordPublisher
 from bot.services.cuts import CutService
 from bot.services.members import MemberService
+from bot.services.outbox import OutboxWorker
 from bot.services.projects import ProjectService
 from bot.services.submissions import SubmissionService
 from bot.services.voting import VotingService
 from bot.services.worker import GenerationWorker
+from storage.outbox import STATUS
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,12 @@ class CrowdcutBot(commands.Bot):
         self.app = app
         self.settings = app.settings
         self.publisher = DiscordPublisher(self)
+        # every effect on Discord goes through the outbox, exactly once
+        self.outbox = OutboxWorker(
+            app,
+            self.publisher.handlers(),
+            spacing={STATUS: app.settings.status_edit_seconds},
+        )
         self.worker = GenerationWorker(app, events=self.publisher)
         self.submissions = SubmissionService(app, self.worker)
         self.voting = VotingService(app)
@@ -94,10 +102,11 @@ class CrowdcutBot(commands.Bot):
 
     async def _catch_up_and_work(self) -> None:
         await self.wait_until_ready()
+        await self.outbox.start()  # first: what a killed process left running is retried
         try:
             reconciled = await self.reconcile_votes()
             posted = await self.publisher.post_unposted()
-            log.info("caught up: %d clips' votes reconciled, %d clips posted", reconciled, posted)
+            log.info("caught up: %d clips' votes reconciled, %d clips to post", reconciled, posted)
         except Exception:
             log.exception("catching up after start failed; carrying on")
         await self.worker.start()
@@ -131,7 +140,7 @@ class CrowdcutBot(commands.Bot):
         if self._background is not None:
             self._background.cancel()
         await self.worker.stop()
-        self.publisher.cancel_pending()
+        await self.outbox.stop()  # effects cut short are done again at the next start
         await super().close()
 
     # ------------------------------------------------------------------ votes

@@ -1,32 +1,44 @@
-"""The worker's events, in Discord: one status message per job, and each clip posted once.
+"""Every effect crowdcut has on Discord, done by the outbox (:mod:`bot.services.outbox`).
 
-Status edits are coalesced per job: a change arriving sooner than
-``STATUS_EDIT_SECONDS`` after the last edit waits, and only the newest text is sent.
+Each handler takes one outbox row and does its effect **exactly once**, however often it
+runs (a retry after a 5xx, a restart after a kill):
 
-A clip is posted at most once: the post is recorded right after Discord accepts it;
-if the process died in between, ``post_unposted`` first looks for the bot's own
-post in the channel's recent history (the embed footer names the clip) and adopts it
-instead of posting again.
+- a message crowdcut creates (a job's status message, a clip's post) carries a ``nonce``
+  derived from what it shows, and discord.py sends ``enforce_nonce``: Discord answers a
+  repeated nonce with the message it already made (within a few minutes). A handler
+  running again after a longer outage first looks for its own post in the channel's
+  history since the thing was made (``after=``, paging through all of it), and adopts it;
+- the message id is stored as soon as Discord answers;
+- edits, reactions and deletes can simply be repeated.
+
+Failures become :class:`~bot.services.durable.Retry` (5xx, 429, a network error, a
+missing permission — with one clear notice to the channel, not a loop of failures) or
+:class:`~bot.services.durable.GiveUp` (the channel was deleted, a 4xx that will not
+change).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import datetime as dt
 import logging
 import re
 import secrets
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 
 from bot.errors import MediaError
 from bot.frontend.checks import NO_MENTIONS
 from bot.frontend.render import clip_embed, status_text
 from bot.media.clips import fit_to_size
+from bot.services.durable import GiveUp, Retry
 from storage.models import Clip, Job
+from storage.outbox import DELETE_MESSAGE, POST_CLIP, REACT, STATUS, Effect
 
 if TYPE_CHECKING:
     from bot.frontend.client import CrowdcutBot
@@ -37,73 +49,104 @@ _FOOTER = re.compile(r"crowdcut clip #(\d+)")
 #: stay a little under the limit Discord states: the multipart envelope counts too
 UPLOAD_HEADROOM = 0.97
 MAX_413_RETRIES = 8
+#: Discord's JSON error codes
+UNKNOWN_CHANNEL = 10003
+UNKNOWN_MESSAGE = 10008
+MISSING_ACCESS = 50001
+MISSING_PERMISSIONS = 50013
+#: how long a missing permission waits before the effect is tried again
+PERMISSION_RETRY_SECONDS = 120.0
+#: at most one notice per channel and permission in this time
+NOTICE_SECONDS = 3600.0
+
+#: the permission each effect needs beyond sending messages, as members see it
+_NEEDS = {
+    POST_CLIP: "Attach Files and Embed Links",
+    REACT: "Add Reactions",
+    DELETE_MESSAGE: "Manage Messages",
+    STATUS: "Send Messages",
+}
+
+
+def status_nonce(job_id: int) -> str:
+    return f"ccs{job_id}"
+
+
+def clip_nonce(clip_id: int) -> str:
+    return f"ccp{clip_id}"
 
 
 class DiscordPublisher:
+    """The worker's events (they wake the outbox) and the outbox's Discord handlers."""
+
     def __init__(self, bot: CrowdcutBot) -> None:
         self.bot = bot
         self.app = bot.app
-        self._pending: dict[int, Job] = {}
-        self._editors: dict[int, asyncio.Task[None]] = {}
-        self._last_edit: dict[int, float] = {}
-        self._post_lock = asyncio.Lock()
+        self._notices: dict[tuple[int, str], float] = {}
+
+    def handlers(self) -> dict[str, Callable[[Effect], object]]:
+        return {
+            STATUS: self.status,
+            POST_CLIP: self.post_clip,
+            REACT: self.react,
+            DELETE_MESSAGE: self.delete_message,
+        }
+
+    # ------------------------------------------------------------------ worker events
+    async def job_changed(self, job: Job) -> None:
+        self.bot.outbox.wake()  # its status effect is already in the outbox
+
+    async def clip_ready(self, clip: Clip, job: Job) -> None:
+        self.bot.outbox.wake()
+
+    async def flush(self) -> None:
+        """Wait until every queued effect is done (tests, the demo)."""
+        await self.bot.outbox.wait_idle()
 
     # ------------------------------------------------------------------ status messages
-    async def job_changed(self, job: Job) -> None:
-        if job.status_message_id is None or job.channel_id is None:
+    async def status(self, effect: Effect) -> None:
+        job = await self.app.store.get_job(effect.payload["job_id"])
+        if job is None or job.channel_id is None:
+            return  # forgotten, or not from Discord
+        text = await self._status_text(job)
+        if job.status_message_id is not None:
+            message = self.bot.get_partial_messageable(job.channel_id).get_partial_message(
+                job.status_message_id
+            )
+            try:
+                async with self._discord(effect, job.channel_id):
+                    await message.edit(content=text, allowed_mentions=NO_MENTIONS)
+            except discord.NotFound as e:
+                if e.code == UNKNOWN_CHANNEL:
+                    raise GiveUp("the channel was deleted") from None
+                log.info("the status message of job %s was deleted; not posting it again", job.id)
             return
-        self._pending[job.id] = job
-        if job.id not in self._editors or self._editors[job.id].done():
-            self._editors[job.id] = asyncio.create_task(self._edit_loop(job.id))
+        channel = await self._channel(effect, job.channel_id)
+        existing = None
+        if effect.attempts > 1:  # an earlier try may have reached Discord
+            existing = await self._find_own(
+                effect, channel, job.queued_at, lambda m: m.content.startswith(_status_head(job))
+            )
+        async with self._discord(effect, job.channel_id):
+            if existing is None:
+                message = await channel.send(
+                    text, nonce=status_nonce(job.id), allowed_mentions=NO_MENTIONS
+                )
+            else:
+                message = existing
+                await message.edit(content=text, allowed_mentions=NO_MENTIONS)
+        await self.app.store.set_status_message(job.id, message.id)
 
-    async def _edit_loop(self, job_id: int) -> None:
-        interval = self.app.settings.status_edit_seconds
-        while job_id in self._pending:
-            wait = self._last_edit.get(job_id, 0) + interval - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            job = self._pending.pop(job_id, None)
-            if job is None:
-                break
-            self._last_edit[job_id] = time.monotonic()
-            await self.edit_status(job)
-        self._editors.pop(job_id, None)
-
-    async def edit_status(self, job: Job, *, clip_url: str | None = None) -> None:
-        """Edit the job's status message now."""
-        if job.status_message_id is None or job.channel_id is None:
-            return
+    async def _status_text(self, job: Job) -> str:
         position = None
-        if job.state == "queued":
+        if job.state == "queued" and job.moderation != "pending":
             position = await self.bot.worker.position(job.id)
-        if job.state == "done" and clip_url is None:
+        clip_url = None
+        if job.state == "done":
             clip = await self.app.store.clip_for_job(job.id)
             if clip and clip.message_id and clip.channel_id:
                 clip_url = self._jump(clip.channel_id, clip.message_id)
-        author = await self._name(job.member_id)
-        text = status_text(job, author, position, clip_url)
-        channel = self.bot.get_partial_messageable(job.channel_id)
-        try:
-            await channel.get_partial_message(job.status_message_id).edit(
-                content=text, allowed_mentions=NO_MENTIONS
-            )
-        except discord.NotFound:
-            log.info("status message of job %s is gone", job.id)
-        except discord.HTTPException as e:
-            log.warning("could not edit the status of job %s: %s", job.id, e)
-
-    def cancel_pending(self) -> None:
-        """Drop status edits not yet sent (shutting down; the next start shows the truth)."""
-        self._pending.clear()
-        for t in self._editors.values():
-            t.cancel()
-        self._editors.clear()
-
-    async def flush(self) -> None:
-        """Wait for pending status edits (tests, shutdown)."""
-        for t in list(self._editors.values()):
-            with contextlib.suppress(Exception):
-                await t
+        return status_text(job, await self._name(job.member_id), position, clip_url)
 
     def _jump(self, channel_id: int, message_id: int) -> str:
         guild = getattr(self.bot.get_channel(channel_id), "guild", None)
@@ -115,44 +158,140 @@ class DiscordPublisher:
         return names.get(member_id, "someone")
 
     # ------------------------------------------------------------------ clips
-    async def clip_ready(self, clip: Clip, job: Job) -> None:
-        async with self._post_lock:
-            fresh = await self.app.store.get_clip(clip.id)
-            if fresh is None or fresh.message_id is not None:
-                return
-            message = await self._post_clip(fresh, job)
-        if message is not None:
-            done = await self.app.store.get_job(job.id)
-            if done is not None:
-                self._pending.pop(job.id, None)
-                await self.edit_status(done, clip_url=message.jump_url)
-
-    async def _post_clip(self, clip: Clip, job: Job) -> discord.Message | None:
-        channel_id = clip.channel_id or job.channel_id
-        channel = self.bot.get_channel(channel_id) if channel_id else None
-        if not isinstance(channel, discord.abc.Messageable):
-            log.warning(
-                "clip %s: channel %s is not available; will retry on restart", clip.id, channel_id
+    async def post_clip(self, effect: Effect) -> None:
+        clip = await self.app.store.get_clip(effect.payload["clip_id"])
+        if clip is None or clip.message_id is not None:
+            return  # forgotten, or already posted
+        job = await self.app.store.get_job(clip.job_id)
+        if job is None or clip.channel_id is None:
+            return
+        channel = await self._channel(effect, clip.channel_id)
+        if effect.attempts > 1:
+            existing = await self._find_own(
+                effect, channel, clip.created_at, lambda m: _footer_clip(m) == clip.id
             )
-            return None
+            if existing is not None:
+                log.info("clip %s was already posted as %s; adopted", clip.id, existing.id)
+                await self.app.store.mark_clip_posted(
+                    clip.id, channel_id=channel.id, message_id=existing.id
+                )
+                return
         rules = self.app.rules
         author = await self._name(clip.member_id)
         embed = clip_embed(clip, job, author, up_emoji=rules.up_emoji, down_emoji=rules.down_emoji)
         path = self.app.media.path(clip.media_key)
-        limit = self._upload_limit(channel)
-        message = await self._send_fitting(channel, clip, path, embed, limit)
+        async with self._discord(effect, channel.id):
+            message = await self._send_fitting(channel, clip, path, embed, self._limit(channel))
         await self.app.store.mark_clip_posted(clip.id, channel_id=channel.id, message_id=message.id)
-        for emoji in (rules.up_emoji, rules.down_emoji):
-            try:
-                await message.add_reaction(emoji)
-            except discord.HTTPException as e:
-                log.warning("could not add %s to clip %s: %s", emoji, clip.id, e)
         log.info("clip %s posted as message %s", clip.id, message.id)
-        return message
 
-    def _upload_limit(self, channel: discord.abc.Messageable) -> int:
+    async def react(self, effect: Effect) -> None:
+        clip = await self.app.store.get_clip(effect.payload["clip_id"])
+        if clip is None or clip.message_id is None or clip.channel_id is None:
+            return
+        message = self.bot.get_partial_messageable(clip.channel_id).get_partial_message(
+            clip.message_id
+        )
+        try:
+            async with self._discord(effect, clip.channel_id):
+                for emoji in (self.app.rules.up_emoji, self.app.rules.down_emoji):
+                    await message.add_reaction(emoji)
+        except discord.NotFound:
+            log.info("clip %s's post is gone; no reactions to add", clip.id)
+
+    async def delete_message(self, effect: Effect) -> None:
+        channel_id, message_id = effect.payload["channel_id"], effect.payload["message_id"]
+        message = self.bot.get_partial_messageable(channel_id).get_partial_message(message_id)
+        try:
+            async with self._discord(effect, channel_id):
+                await message.delete()
+        except discord.NotFound:
+            pass  # already gone: done
+
+    # ------------------------------------------------------------------ helpers
+    def _limit(self, channel: discord.abc.Messageable) -> int:
         guild = getattr(channel, "guild", None)
         return int((guild.filesize_limit if guild else 10 * 1024 * 1024) * UPLOAD_HEADROOM)
+
+    async def _channel(self, effect: Effect, channel_id: int) -> discord.abc.Messageable:
+        channel = self.bot.get_channel(channel_id)
+        if isinstance(channel, discord.abc.Messageable):
+            return channel
+        try:
+            async with self._discord(effect, channel_id):
+                fetched = await self.bot.fetch_channel(channel_id)
+        except discord.NotFound:
+            raise GiveUp(f"channel {channel_id} no longer exists") from None
+        if not isinstance(fetched, discord.abc.Messageable):
+            raise GiveUp(f"channel {channel_id} cannot hold messages")
+        return fetched
+
+    async def _find_own(
+        self,
+        effect: Effect,
+        channel: discord.abc.Messageable,
+        since: float,
+        match: Callable[[discord.Message], bool],
+    ) -> discord.Message | None:
+        """Our own message matching ``match`` posted after ``since`` (epoch seconds), read
+        from the channel's whole history since then, oldest first."""
+        me = self.bot.user
+        if me is None or not hasattr(channel, "history"):
+            return None
+        after = discord.Object(
+            discord.utils.time_snowflake(dt.datetime.fromtimestamp(since - 5, dt.UTC))
+        )
+        async with self._discord(effect, getattr(channel, "id", 0)):
+            async for message in channel.history(limit=None, after=after, oldest_first=True):
+                if message.author.id == me.id and match(message):
+                    return message
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _discord(self, effect: Effect, channel_id: int) -> AsyncIterator[None]:
+        """Discord's failures as the outbox understands them (NotFound is the caller's)."""
+        try:
+            yield
+        except discord.NotFound as e:
+            if e.code == UNKNOWN_CHANNEL:
+                raise GiveUp("the channel was deleted") from None
+            raise
+        except discord.Forbidden as e:
+            await self._permission_notice(effect, channel_id, e)
+            raise Retry(
+                f"missing permission (code {e.code})",
+                delay=PERMISSION_RETRY_SECONDS,
+                count=False,
+            ) from None
+        except discord.RateLimited as e:
+            raise Retry("rate limited", delay=e.retry_after, count=False) from None
+        except discord.DiscordServerError as e:
+            raise Retry(f"Discord answered {e.status}") from None
+        except discord.HTTPException as e:
+            if e.status == 429:
+                raise Retry("rate limited", count=False) from None
+            raise GiveUp(f"Discord refused it: HTTP {e.status}, code {e.code}") from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            raise Retry(f"network: {type(e).__name__}") from None
+
+    async def _permission_notice(self, effect: Effect, channel_id: int, e: Exception) -> None:
+        """Tell the channel once what crowdcut lacks, instead of failing in a loop."""
+        needs = _NEEDS.get(effect.kind, "the permissions it needs")
+        key = (channel_id, needs)
+        now = time.monotonic()
+        if now - self._notices.get(key, -1e18) < NOTICE_SECONDS:
+            return
+        self._notices[key] = now
+        log.warning("missing permission in channel %s for %s: %s", channel_id, effect.kind, e)
+        text = (
+            f"⚠️ crowdcut is missing the **{needs}** permission in this channel, so it "
+            "cannot finish its work here. Nothing is lost: it tries again every few minutes. "
+            "A moderator can give the bot that permission."
+        )
+        with contextlib.suppress(discord.HTTPException, aiohttp.ClientError, OSError):
+            await self.bot.get_partial_messageable(channel_id).send(
+                text, allowed_mentions=NO_MENTIONS
+            )
 
     async def _send_fitting(
         self,
@@ -162,13 +301,15 @@ class DiscordPublisher:
         embed: discord.Embed,
         limit: int,
     ) -> discord.Message:
-        """Send the clip; re-encode it smaller when it is over the limit or Discord says 413.
+        """Send the clip with its nonce; re-encode it smaller when it is over the limit or
+        Discord says 413.
 
         Discord's 413 does not say the limit (a server's boost level sets it), so each 413
         lowers the target by 30 % of what was sent. A clip that cannot be made small
         enough is posted without its video (the embed says so) rather than not at all:
         it can still be voted on, and it still goes into the cut at full quality.
         """
+        nonce = clip_nonce(clip.id)
         tmp_files: list[Path] = []
         try:
             try:
@@ -180,6 +321,7 @@ class DiscordPublisher:
                         return await channel.send(
                             embed=embed,
                             file=discord.File(src, filename=f"clip-{clip.id}.mp4"),
+                            nonce=nonce,
                             allowed_mentions=NO_MENTIONS,
                         )
                     except discord.HTTPException as e:
@@ -187,9 +329,7 @@ class DiscordPublisher:
                             raise
                         limit = int(min(limit, src.stat().st_size) * 0.7)
                         log.info(
-                            "clip %s: Discord said 413; re-encoding under %d bytes",
-                            clip.id,
-                            limit,
+                            "clip %s: Discord said 413; re-encoding under %d bytes", clip.id, limit
                         )
                         src = await self._shrink(path, limit, tmp_files)
             except (MediaError, discord.HTTPException) as e:
@@ -202,7 +342,7 @@ class DiscordPublisher:
                     "it is kept at full quality for the cut.",
                     inline=False,
                 )
-                return await channel.send(embed=embed, allowed_mentions=NO_MENTIONS)
+                return await channel.send(embed=embed, nonce=nonce, allowed_mentions=NO_MENTIONS)
             raise AssertionError("unreachable")
         finally:
             for p in tmp_files:
@@ -214,36 +354,24 @@ class DiscordPublisher:
         return await fit_to_size(path, dest, limit)
 
     async def post_unposted(self) -> int:
-        """Post every clip that has no message yet (after a restart), adopting posts that
-        did reach Discord before the process died."""
-        posted = 0
-        for clip in await self.app.store.unposted_clips():
-            job = await self.app.store.get_job(clip.job_id)
-            if job is None:
-                continue
-            existing = await self._find_existing_post(clip)
-            if existing is not None:
-                await self.app.store.mark_clip_posted(
-                    clip.id, channel_id=existing.channel.id, message_id=existing.id
-                )
-                log.info("clip %s was already posted as %s; adopted", clip.id, existing.id)
-                continue
-            await self.clip_ready(clip, job)
-            posted += 1
-        return posted
+        """At start: queue a post for every clip without one (the outbox adopts posts that
+        reached Discord before the process died)."""
+        n = await self.app.store.enqueue_unposted_clips()
+        if n:
+            self.bot.outbox.wake()
+        return n
 
-    async def _find_existing_post(self, clip: Clip) -> discord.Message | None:
-        channel = self.bot.get_channel(clip.channel_id) if clip.channel_id else None
-        if not isinstance(channel, discord.TextChannel) or self.bot.user is None:
-            return None
-        try:
-            async for msg in channel.history(limit=100):
-                if msg.author.id != self.bot.user.id:
-                    continue
-                for e in msg.embeds:
-                    m = _FOOTER.search((e.footer.text or "") if e.footer else "")
-                    if m and int(m.group(1)) == clip.id:
-                        return msg
-        except discord.HTTPException:
-            return None
-        return None
+
+def _status_head(job: Job) -> str:
+    return f"🎬 **Job #{job.id}**"
+
+
+def _footer_clip(message: discord.Message) -> int | None:
+    for e in message.embeds:
+        m = _FOOTER.search((e.footer.text or "") if e.footer else "")
+        if m:
+            return int(m.group(1))
+    return None
+
+
+__all__ = ["DiscordPublisher", "clip_nonce", "status_nonce"]

@@ -14,7 +14,7 @@ from bot.core.queue import format_eta
 from bot.frontend.checks import NO_MENTIONS, is_moderator
 from bot.frontend.cogs.base import CrowdcutCog
 from bot.frontend.limits import fit_lines
-from bot.frontend.render import clip_label, quote, status_text
+from bot.frontend.render import clip_label, quote
 from bot.services.submissions import Submission
 
 if TYPE_CHECKING:
@@ -102,16 +102,12 @@ class Prompting(CrowdcutCog):
             await self._announce(ctx, sub)
 
     async def _announce(self, ctx: commands.Context[Any], sub: Submission) -> None:
-        """Tell the member (ephemerally) and post the public status message that will
-        follow the job; it is edited through the channel, so it outlives the interaction."""
+        """Tell the member (ephemerally, for a slash command). The public status message
+        that follows the job is the outbox's: queued with the job, posted exactly once,
+        and edited through the channel, so it outlives the interaction."""
         job = sub.job
-        text = status_text(job, ctx.author.display_name, sub.position)
-        if ctx.interaction is None:
-            message = await ctx.reply(text, allowed_mentions=NO_MENTIONS, mention_author=False)
-            await self.app.store.set_status_message(job.id, message.id)
-        else:
-            message = await ctx.channel.send(text, allowed_mentions=NO_MENTIONS)
-            await self.app.store.set_status_message(job.id, message.id)
+        self.bot.outbox.wake()
+        if ctx.interaction is not None:
             if sub.position is None:
                 where = "it waits for a moderator's approval"
             elif sub.position.position == 0:
@@ -121,10 +117,6 @@ class Prompting(CrowdcutCog):
                     f"position {sub.position.position}, ETA {format_eta(sub.position.eta_seconds)}"
                 )
             await ctx.send(f"✅ Accepted as job #{job.id} — {where}.", ephemeral=True)
-        # the job may have moved while the message was on its way: show where it is now
-        current = await self.app.store.get_job(job.id)
-        if current is not None and current.state != job.state:
-            await self.bot.publisher.job_changed(current)
         if job.moderation == "pending":
             from bot.frontend.views import send_for_approval
 
