@@ -38,19 +38,13 @@ class ConfirmForget(discord.ui.View):
     async def confirm(
         self, interaction: discord.Interaction[Any], button: discord.ui.Button[Any]
     ) -> None:
-        summary = await self.cog.bot.members.forget(self.member_id)
+        # answer first: the work below can take a while for an active member
+        await interaction.response.edit_message(content="🧹 Forgetting you…", view=None)
         self.stop()
-        # their prompts and clips are in the channel too: take those posts down
-        for channel_id, message_id in summary["messages"]:
-            try:
-                await (
-                    self.cog.bot.get_partial_messageable(channel_id)
-                    .get_partial_message(message_id)
-                    .delete()
-                )
-            except discord.HTTPException as e:
-                log.warning("could not delete message %s of a forgotten member: %s", message_id, e)
-        await interaction.response.edit_message(
+        # their posts in the channel come down through the outbox, as durable work
+        summary = await self.cog.bot.members.forget(self.member_id)
+        self.cog.bot.outbox.wake()
+        await interaction.edit_original_response(
             content=(
                 f"🧹 Done. Deleted {summary['jobs']} prompt(s), {summary['clips']} clip(s) "
                 f"and {summary['votes']} vote(s). "
