@@ -106,6 +106,40 @@ class MediaStore:
     def read_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 
+    def derived_path(self, key: str, name: str) -> Path:
+        """Where a file computed from the file ``key`` is kept (a song's beat analysis):
+        beside it as ``<sha256>.<name>``, found again from the key alone. ``name`` is the
+        program's (``beats-v1.json``), never a user's."""
+        if not name or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name):
+            raise ValueError(f"not a derived file name: {name!r}")
+        src = self.path(key)
+        return src.with_name(f"{key.partition('.')[0]}.{name}")
+
+    def put_derived(self, key: str, name: str, data: bytes) -> Path:
+        """Write (or replace) a file derived from ``key``, atomically like every write."""
+        dest = self.derived_path(key, name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-", suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._fsync_dir(dest.parent)
+        return dest
+
+    def read_derived(self, key: str, name: str) -> bytes | None:
+        """The file derived from ``key`` under ``name``, None when there is none."""
+        try:
+            return self.derived_path(key, name).read_bytes()
+        except FileNotFoundError:
+            return None
+
     def delete(self, key: str) -> bool:
         p = self.path(key)
         if p.is_file():

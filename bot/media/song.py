@@ -1,9 +1,10 @@
 """A synthesized, copyright-free song for the demo, the benchmark and tests.
 
-The whole song is one ffmpeg ``aevalsrc`` expression: a kick drum on every beat, a hi-hat
-on the off-beats, a bass line following a four-bar minor progression and a plucked
-pentatonic melody of sixteen eighth notes chosen from ``seed``. It is deterministic for a
-given ``(seconds, bpm, seed)`` and ends with a two-second fade.
+The whole song is one ffmpeg ``aevalsrc`` expression: a kick drum on every beat (louder on
+the first beat of each 4/4 bar, the downbeat, by ``accent``), a hi-hat on the off-beats, a
+bass line following a four-bar minor progression and a plucked pentatonic melody of
+sixteen eighth notes chosen from ``seed``. It is deterministic for a given
+``(seconds, bpm, seed, accent)`` and ends with a two-second fade.
 """
 
 from __future__ import annotations
@@ -35,10 +36,15 @@ def _table(index: str, values: list[str]) -> str:
     return expr
 
 
-def song_expression(*, bpm: int = 120, seed: int = 0) -> str:
-    """Return the ``aevalsrc`` expression of the song (mono, about -18 dB RMS)."""
+def song_expression(*, bpm: int = 120, seed: int = 0, accent: float = 0.5) -> str:
+    """Return the ``aevalsrc`` expression of the song (mono, about -18 dB RMS).
+
+    ``accent`` (0 to 1) is how much quieter the kick is off the downbeat: 0 plays every
+    beat alike, 0.5 plays beats 2 to 4 at half the downbeat's level."""
     if not 40 <= bpm <= 240:
         raise ValueError(f"bpm must be between 40 and 240, not {bpm}")
+    if not 0 <= accent <= 1:
+        raise ValueError(f"accent must be between 0 and 1, not {accent}")
     rng = random.Random(seed)
     root = rng.choice((45, 47, 48, 50, 52))  # A2..E3
     melody = [rng.choice(_PENTATONIC) if rng.random() > 0.2 else None for _ in range(16)]
@@ -49,8 +55,10 @@ def song_expression(*, bpm: int = 120, seed: int = 0) -> str:
     bar = f"mod(floor(t/{4 * beat:.6f}),4)"  # which bar of the progression
     mel_hz = _table(step, [f"{_hz(root + 24 + n):.3f}" if n is not None else "0" for n in melody])
     bass_hz = _table(bar, [f"{_hz(root + p):.3f}" for p in _PROGRESSION])
-    # kick: a sine swept down from ~150 Hz to 50 Hz, decaying within the beat
-    kick = f"0.9*sin(2*PI*(50*{u}+4*(1-exp(-25*{u}))))*exp(-7*{u})"
+    # kick: a sine swept down from ~150 Hz to 50 Hz, decaying within the beat; full on the
+    # downbeat (beat 0 of each bar), scaled by 1 - accent on the other three
+    level = f"if(lt(mod(t,{4 * beat:.6f}),{beat:.6f}),1,{1 - accent:.3f})"
+    kick = f"0.9*{level}*sin(2*PI*(50*{u}+4*(1-exp(-25*{u}))))*exp(-7*{u})"
     hat = f"0.12*(2*random(0)-1)*exp(-60*mod(t+{beat / 2:.6f},{beat:.6f}))"
     # st(1,...) keeps the melody frequency so the table is evaluated once per sample
     lead = f"0.22*(sin(2*PI*st(1,{mel_hz})*t)+0.3*sin(4*PI*ld(1)*t))*exp(-5*{eighth})"
@@ -59,7 +67,13 @@ def song_expression(*, bpm: int = 120, seed: int = 0) -> str:
 
 
 async def synthesize_song(
-    dest: Path, seconds: float, *, bpm: int = 120, seed: int = 0, binary: str | None = None
+    dest: Path,
+    seconds: float,
+    *,
+    bpm: int = 120,
+    seed: int = 0,
+    accent: float = 0.5,
+    binary: str | None = None,
 ) -> Path:
     """Write a ``seconds``-long synthesized song to ``dest`` as stereo AAC in ``.m4a``.
 
@@ -70,9 +84,10 @@ async def synthesize_song(
     dest = Path(dest)
     fade = min(2.0, seconds / 4)
     tmp = part_path(dest, ".m4a")
+    expr = song_expression(bpm=bpm, seed=seed, accent=accent)
     args = [
         "-f", "lavfi",
-        "-i", f"aevalsrc='{song_expression(bpm=bpm, seed=seed)}':s={SAMPLE_RATE}:d={seconds}",
+        "-i", f"aevalsrc='{expr}':s={SAMPLE_RATE}:d={seconds}",
         "-af", f"afade=t=out:st={seconds - fade:.3f}:d={fade:.3f}",
         "-ac", "2", "-c:a", "aac", "-b:a", "160k", "-movflags", "+faststart",
         "-f", "mp4", str(tmp),
