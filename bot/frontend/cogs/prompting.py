@@ -125,6 +125,7 @@ class Prompting(CrowdcutCog):
     @commands.hybrid_command(name="queue")
     async def queue(self, ctx: commands.Context[Any]) -> None:
         """Your jobs that are waiting or generating, with their places and ETAs."""
+        await ctx.defer(ephemeral=True)  # places are worked out over the whole queue
         rows = await self.bot.submissions.my_jobs(
             ctx.author.id, ctx.guild.id if ctx.guild else None
         )
@@ -150,6 +151,7 @@ class Prompting(CrowdcutCog):
     @app_commands.describe(job="The job number (see /queue)")
     async def cancel(self, ctx: commands.Context[Any], job: int) -> None:
         """Cancel one of your jobs (moderators: anyone's)."""
+        await ctx.defer(ephemeral=True)  # telling the generator is a network call
         done = await self.bot.submissions.cancel(
             job,
             self.author(ctx.author),
