@@ -114,3 +114,21 @@ async def test_the_bot_serves_the_pages_and_a_taken_port_costs_only_the_pages(tm
             assert r.status == 200 and "crowdcut" in await r.text()
     finally:
         await pages.stop()
+
+
+async def test_the_published_video_links_its_page_in_full_quality(linked):
+    g = linked
+    project = await g.open_project(slots=1)
+    await g.prompt_and_post(g.alice, "a lighthouse beam over the sea", slot=1)
+    since = g.emu.revision
+    await g.slash(g.mod, "cut", subcommand="approve", timeout=120)
+    final = await g.emu.wait_for_message(
+        g.channel,
+        lambda m: any(e.get("title", "").startswith("🎉") for e in m.get("embeds", [])),
+        timeout=60,
+        since=since,
+    )
+    token = await g.app.store.project_web_token(project.id)
+    embed = final["embeds"][0]
+    assert embed["url"] == f"{PUBLIC}/p/{token}/"
+    assert any(f["value"] == embed["url"] for f in embed.get("fields", []))

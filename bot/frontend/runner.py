@@ -61,7 +61,7 @@ async def start_pages(settings: Settings) -> WebServer | None:
         return None
     from bot.web.server import WebServer
 
-    pages = WebServer(settings)
+    pages = WebServer(settings, own_thread=True)
     try:
         await pages.start()
     except OSError as e:

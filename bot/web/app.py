@@ -67,6 +67,7 @@ class ProjectPages:
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, ProjectPage | None]] = {}
         self._manifests: dict[str, dict[str, Any]] = {}
+        self._rendered: dict[str, tuple[ProjectPage, str]] = {}
         self.storyboards = Storyboards()
         self.live = LiveStandings(self._live_data, settings.web_live_seconds)
 
@@ -140,6 +141,9 @@ class ProjectPages:
     async def project(self, request: web.Request) -> web.Response:
         page = await self._required(request)
         base = f"{self.base_url(request)}/p/{page.token}/"
+        rendered = self._rendered.get(base)
+        if rendered is not None and rendered[0] is page:  # the same load: the same HTML
+            return _html(rendered[1])
         board = self._storyboard_href(page)
         preview = page.preview_key or page.master_key
         manifest = await self._manifest(page.approved.manifest_key) if page.approved else None
@@ -151,7 +155,11 @@ class ProjectPages:
             width=(manifest or {}).get("width"),
             height=(manifest or {}).get("height"),
         )
-        return _html(templates.project_page(page, share, storyboard=board))
+        markup = templates.project_page(page, share, storyboard=board)
+        if len(self._rendered) > 1000:
+            self._rendered.clear()
+        self._rendered[base] = (page, markup)
+        return _html(markup)
 
     def _storyboard_href(self, page: ProjectPage) -> str | None:
         if page.storyboard_key:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 
 from aiohttp import web
 
@@ -19,7 +20,9 @@ log = logging.getLogger(__name__)
 
 class WebServer:
     """The pages on ``host``:``port`` (``WEB_HOST``/``WEB_PORT`` unless given; port 0
-    picks a free one)."""
+    picks a free one). With ``own_thread`` they run on an event loop of their own, so
+    that a crowd of viewers never delays the bot's answers to Discord (its loop only
+    ever waits for its own work)."""
 
     def __init__(
         self,
@@ -28,8 +31,12 @@ class WebServer:
         host: str | None = None,
         port: int | None = None,
         cache_seconds: float = 1.0,
+        own_thread: bool = False,
     ) -> None:
         self.settings = settings
+        self.own_thread = own_thread
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self.host = settings.web_host if host is None else host
         self.port = settings.web_port if port is None else port
         self.cache_seconds = cache_seconds
@@ -39,6 +46,22 @@ class WebServer:
 
     async def start(self) -> str:
         """Serve; returns the local address (``http://host:port/``)."""
+        if not self.own_thread:
+            return await self._start()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="crowdcut-web", daemon=True
+        )
+        self._thread.start()
+        try:
+            return await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(self._start(), self._loop)
+            )
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> str:
         self.reader = WebReader(self.settings.db_path)
         self.reader.check_schema()
         self.pages = ProjectPages(
@@ -75,6 +98,19 @@ class WebServer:
         return f"{base}p/{token}/"
 
     async def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            await self._stop()
+            return
+        try:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._stop(), loop))
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            await asyncio.to_thread(thread.join)
+            loop.close()
+            self._loop = self._thread = None
+
+    async def _stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -17,6 +17,7 @@ from bot.frontend.cogs.base import CrowdcutCog
 from bot.frontend.limits import fit_embed, fit_lines
 from bot.frontend.render import POST_DELETED, progress_bar
 from bot.services.cuts import Rendered
+from bot.web.links import PageLinks
 from storage.models import Cut, Project
 
 if TYPE_CHECKING:
@@ -210,6 +211,11 @@ class Cuts(CrowdcutCog):
             colour=discord.Colour.green(),
         )
         embed.set_footer(text=f"cut #{cut.id} · approved by {approver.display_name}")
+        # the full-quality master, the storyboard and the credits, when PUBLIC_URL is set
+        page = await PageLinks(self.app).project_url(project.id)
+        if page:
+            embed.url = page
+            embed.add_field(name="Watch in full quality", value=page, inline=False)
         message = await channel.send(
             embed=fit_embed(embed), files=files, allowed_mentions=NO_MENTIONS
         )
