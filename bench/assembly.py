@@ -1,26 +1,35 @@
-"""Benchmark: assembling a cut with crowdcut vs moviepy vs a bare stream-copy concat.
+"""Benchmark: crowdcut's segment cache vs moviepy vs a bare stream-copy join.
 
 Usage::
 
     python bench/assembly.py [--clips 55] [--sizes 10,55,200] [--quick] [--cache DIR]
+                             [--moviepy-path DIR] [--skip-moviepy] [--skip-quality]
 
-It makes (once, cached in ``--cache``) ``--clips`` clips of about 4 s in mixed sizes and
-frame rates (1280x720@24, 1920x1080@30, 1080x1920@30, 854x480@25; some without audio)
-and a synthesized song as long as the cut, then measures on those same inputs:
+It makes (once, cached in ``--cache``) ``--clips + 1`` clips of 3.5–4.5 s at 1280x720
+(24, 30 and 25 fps, some without audio) and a synthesized song, then measures on those same
+inputs a cut of 4 s slots with 0.5 s crossfades centred on the boundaries, output 1280x720
+at 24 fps:
 
-(a) ``bot.media.assembly.assemble`` -> master + preview + manifest;
-(b) moviepy 2.x: each clip opened at the fitted size, ``concatenate_videoclips(
-    method="compose")``, the credits card as an ``ImageClip``, the song as audio,
-    ``write_videofile`` with libx264 (same preset and CRF as ours) and AAC;
-(c) ``ffmpeg -f concat -c copy`` of the raw clips plus the song: only a timing floor, its
-    output is not valid video for mixed inputs.
+cold       ``render_segments`` into an empty cache, then ``assemble_master`` and
+           ``make_preview`` (10 MiB): the whole cut from nothing;
+approve    the same cut again with every segment cached: approval -> master, -> preview;
+recut      one slot's clip swapped (two segments change), then the master;
+moviepy    moviepy 2.x doing the same cut: every clip on a ``CompositeVideoClip`` timeline,
+           each (but the first) with ``CrossFadeIn``, the credits, the song,
+           ``write_videofile`` at our x264 preset and CRF;
+copy       ``ffmpeg -f concat -c copy`` of the raw clips plus the song: the floor (its output
+           is not a valid cut: no fitting, no transitions, mixed frame rates);
+reference  the same cut rendered losslessly (x264 ``-qp 0``), against which the SSIM and PSNR
+           of crowdcut's master and moviepy's output are measured over the slots (the
+           credits, drawn differently by each, are left out).
 
-Each run is its own subprocess. Wall time is measured around it; CPU time is the
-``RUSAGE_CHILDREN`` delta (user + system of the run and every process it waited for);
-peak memory is the largest sum of RSS over the run's whole process tree, sampled every
-50 ms with psutil. Then ``assemble`` alone is run at each of ``--sizes`` clip counts
-(clips reused by hard links, so every slot is really encoded) to show its peak memory
-stays flat.
+Each run is its own subprocess. Wall time is measured around it and, for crowdcut, inside
+it around the calls (the worker is a running process in production: no interpreter start);
+CPU time is the ``RUSAGE_CHILDREN`` delta; peak memory is the largest sum of PSS over the
+run's process tree (psutil ``memory_full_info``), sampled every 100 ms: PSS shares each
+shared page among the processes mapping it, where RSS would count it once per process.
+Then the cold render alone runs at each of ``--sizes`` clip counts (slots past the unique
+clips reuse them through hard links, so every segment is really rendered).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import json
 import logging
 import os
 import platform
+import re
 import resource
 import shutil
 import subprocess
@@ -45,23 +55,36 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.media.assembly import X264_CRF, X264_PRESET, CutSlot, assemble  # noqa: E402
+from bot.media.assembly import (  # noqa: E402
+    X264_CRF,
+    X264_PRESET,
+    CutOptions,
+    CutSlot,
+    SegmentRenderer,
+    assemble_master,
+    frame_plan,
+    make_preview,
+    render_segments,
+)
+from bot.media.credits import Credits  # noqa: E402
 from bot.media.ffmpeg import resolve_ffmpeg  # noqa: E402
+from bot.media.segments import SegmentCache, plan_segments  # noqa: E402
 
 log = logging.getLogger("bench.assembly")
 
 WIDTH, HEIGHT, FPS = 1280, 720, 24
 SLOT_SECONDS = 4.0
+CROSSFADE = 0.5
 CREDITS_SECONDS = 4.0
+PREVIEW_LIMIT = 10 * 1024 * 1024
 TITLE = "Benchmark cut"
+SWAP_SLOT = 27
 
 #: (width, height, fps, audio) cycled over the clips
 KINDS: tuple[tuple[int, int, int, bool], ...] = (
     (1280, 720, 24, True),
-    (1920, 1080, 30, True),
-    (1080, 1920, 30, False),
-    (854, 480, 25, True),
-    (1280, 720, 24, False),
+    (1280, 720, 30, True),
+    (1280, 720, 25, False),
 )
 PATTERNS = ("testsrc2", "testsrc", "smptehdbars", "rgbtestsrc")
 
@@ -69,10 +92,12 @@ PATTERNS = ("testsrc2", "testsrc", "smptehdbars", "rgbtestsrc")
 # ---------------------------------------------------------------- inputs
 
 
-def _ffmpeg(args: list[str]) -> None:
-    subprocess.run(
-        [resolve_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
+def _ffmpeg(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [resolve_ffmpeg(), "-nostdin", "-hide_banner", "-y", *args],
         check=True,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -141,93 +166,160 @@ def build_slots(clips: list[Path]) -> list[CutSlot]:
             author=f"member{i % 23}",
             prompt=f"benchmark prompt {i}: a city at night in the rain, neon, slow dolly",
             backend="bench",
+            model="testsrc",
             votes={"up": i % 7, "down": i % 3, "score": i % 7 - i % 3},
         )
         for i, clip in enumerate(clips)
     ]
 
 
+OPTIONS = CutOptions(width=WIDTH, height=HEIGHT, fps=FPS, transition="crossfade",
+                     transition_seconds=CROSSFADE, fit="hold")  # fmt: skip
+CREDITS = Credits(song_credit="Benchmark song (synthesized)", moderators=("mod",))
+
+
 # ---------------------------------------------------------------- workers (run in a child)
 
 
-def worker_ours(clips: list[Path], song: Path, out: Path) -> dict[str, object]:
-    marks: dict[str, float] = {}
-    t0 = time.monotonic()
-
-    def progress(stage: str, fraction: float) -> None:
-        marks.setdefault(stage, time.monotonic() - t0)
-
-    result = asyncio.run(
-        assemble(build_slots(clips), song, out, title=TITLE, width=WIDTH, height=HEIGHT,
-                 fps=FPS, credits_seconds=CREDITS_SECONDS, progress=progress)
-    )  # fmt: skip
-    return {
-        "master": str(result.master),
-        "master_bytes": result.master.stat().st_size,
-        "preview_bytes": result.preview.stat().st_size,
-        "duration": result.duration,
-        "stage_starts": marks,
-    }
+async def _master(slots, song, out, renderer, options=OPTIONS):
+    return await assemble_master(slots, song, out, renderer, options=options, title=TITLE,
+                                 credits=CREDITS, credits_seconds=CREDITS_SECONDS)  # fmt: skip
 
 
-def _fit(w: int, h: int) -> tuple[int, int]:
-    scale = min(WIDTH / w, HEIGHT / h)
-    return int(w * scale) // 2 * 2, int(h * scale) // 2 * 2
+def worker_cold(ctx: dict) -> dict[str, object]:
+    """Empty cache: render every segment (background path), then master and preview."""
+    renderer = SegmentRenderer(ctx["segments"])
+
+    async def go() -> dict[str, object]:
+        t0 = time.perf_counter()
+        await render_segments(ctx["slots"], renderer, options=OPTIONS, title=TITLE,
+                              song=ctx["song"], credits=CREDITS,
+                              credits_seconds=CREDITS_SECONDS, background=False)  # fmt: skip
+        t1 = time.perf_counter()
+        master = await _master(ctx["slots"], ctx["song"], ctx["out"], renderer)
+        t2 = time.perf_counter()
+        preview = await make_preview(master.master, ctx["out"] / "preview.mp4",
+                                     limit_bytes=PREVIEW_LIMIT)  # fmt: skip
+        t3 = time.perf_counter()
+        return {"segments_s": t1 - t0, "master_s": t2 - t0, "preview_s": t3 - t2,
+                "total_s": t3 - t0, "master": str(master.master),
+                "master_bytes": master.size_bytes, "preview_bytes": preview.size_bytes,
+                "preview_size": f"{preview.width}x{preview.height}",
+                "rendered": renderer.rendered, "duration": master.duration}  # fmt: skip
+
+    return asyncio.run(go())
 
 
-def worker_moviepy(clips: list[Path], song: Path, out: Path) -> dict[str, object]:
-    from moviepy import (
-        AudioFileClip,
-        ImageClip,
-        VideoFileClip,
-        concatenate_videoclips,
-        vfx,
-    )
+def worker_approve(ctx: dict) -> dict[str, object]:
+    """Every segment cached: approval -> master, then -> preview."""
+    renderer = SegmentRenderer(ctx["segments"])
+
+    async def go() -> dict[str, object]:
+        t0 = time.perf_counter()
+        master = await _master(ctx["slots"], ctx["song"], ctx["out"], renderer)
+        t1 = time.perf_counter()
+        preview = await make_preview(master.master, ctx["out"] / "preview.mp4",
+                                     limit_bytes=PREVIEW_LIMIT)  # fmt: skip
+        t2 = time.perf_counter()
+        return {"master_s": t1 - t0, "preview_s": t2 - t1, "total_s": t2 - t0,
+                "master": str(master.master), "master_bytes": master.size_bytes,
+                "preview_bytes": preview.size_bytes,
+                "preview_size": f"{preview.width}x{preview.height}",
+                "preview_of_limit": preview.size_bytes / PREVIEW_LIMIT,
+                "rendered": master.segments_rendered}  # fmt: skip
+
+    return asyncio.run(go())
+
+
+def worker_recut(ctx: dict) -> dict[str, object]:
+    """One slot's clip swapped for another: only its segment and the next are rendered."""
+    renderer = SegmentRenderer(ctx["segments"])
+    slots = ctx["slots"]
+    swap = min(SWAP_SLOT, len(slots) - 1)
+    slots[swap].clip_path = ctx["spare"]
+    slots[swap].clip_id = 9999
+
+    async def go() -> dict[str, object]:
+        t0 = time.perf_counter()
+        master = await _master(slots, ctx["song"], ctx["out"], renderer)
+        t1 = time.perf_counter()
+        return {"master_s": t1 - t0, "total_s": t1 - t0, "master_bytes": master.size_bytes,
+                "rendered": master.segments_rendered}  # fmt: skip
+
+    return asyncio.run(go())
+
+
+def worker_reference(ctx: dict) -> dict[str, object]:
+    """The same cut, lossless: the yardstick for the quality figures."""
+    options = CutOptions(width=WIDTH, height=HEIGHT, fps=FPS, transition="crossfade",
+                         transition_seconds=CROSSFADE, fit="hold", lossless=True)  # fmt: skip
+    renderer = SegmentRenderer(ctx["out"] / "segments")
+    t0 = time.perf_counter()
+    master = asyncio.run(_master(ctx["slots"], ctx["song"], ctx["out"], renderer, options))
+    return {"total_s": time.perf_counter() - t0, "master": str(master.master),
+            "master_bytes": master.size_bytes}  # fmt: skip
+
+
+def worker_moviepy(ctx: dict) -> dict[str, object]:
+    from moviepy import AudioFileClip, CompositeVideoClip, ImageClip, VideoFileClip, vfx
 
     from bot.media.credits import render_credits_card
-    from bot.media.probe import probe
 
-    parts = []
-    for clip in clips:
-        info = probe(clip)
-        w, h = _fit(info.width or WIDTH, info.height or HEIGHT)
-        # target_resolution makes moviepy's ffmpeg reader scale (kinder to moviepy than
-        # resizing every frame in Python); the clip's own audio is not needed
-        video = VideoFileClip(str(clip), audio=False, target_resolution=(w, h))
-        if video.duration >= SLOT_SECONDS:
-            video = video.subclipped(0, SLOT_SECONDS)
+    slots = ctx["slots"]
+    frames = frame_plan([s.duration for s in slots], FPS)
+    plan = plan_segments(frames, [(s.clip_path, str(s.clip_path), 0.0) for s in slots],
+                         OPTIONS.transition_frames)  # fmt: skip
+    t0 = time.perf_counter()
+    layers = []
+    for seg in plan:
+        seconds = seg.clip.length / FPS
+        video = VideoFileClip(str(seg.clip.path), audio=False, target_resolution=(WIDTH, HEIGHT))
+        if video.duration >= seconds:
+            video = video.subclipped(0, seconds)
         else:
-            video = video.with_effects([vfx.Freeze(t="end", total_duration=SLOT_SECONDS)])
-        parts.append(video)
-    card = out / "credits.png"
-    render_credits_card(card, TITLE, [(f"{i + 1}. member{i % 23}", "prompt")
-                                      for i in range(len(clips))], WIDTH, HEIGHT)  # fmt: skip
-    parts.append(ImageClip(str(card)).with_duration(CREDITS_SECONDS))
-    final = concatenate_videoclips(parts, method="compose")
-    audio = AudioFileClip(str(song))
+            video = video.with_effects([vfx.Freeze(t="end", total_duration=seconds)])
+        video = video.with_start(seg.start / FPS).with_position("center")
+        if seg.blend:
+            video = video.with_effects([vfx.CrossFadeIn(seg.blend / FPS)])
+        layers.append(video)
+    body = sum(frames) / FPS
+    card = ctx["out"] / "credits.png"
+    render_credits_card(card, TITLE, [(f"{s.index + 1}. {s.author}", "bench · testsrc")
+                                      for s in slots], WIDTH, HEIGHT)  # fmt: skip
+    layers.append(ImageClip(str(card)).with_duration(CREDITS_SECONDS).with_start(body))
+    final = CompositeVideoClip(layers, size=(WIDTH, HEIGHT)).with_duration(body + CREDITS_SECONDS)
+    audio = AudioFileClip(str(ctx["song"]))
     final = final.with_audio(audio.subclipped(0, min(audio.duration, final.duration)))
-    target = out / "moviepy.mp4"
+    target = ctx["out"] / "moviepy.mp4"
     final.write_videofile(
         str(target), fps=FPS, codec="libx264", audio_codec="aac", preset=X264_PRESET,
         ffmpeg_params=["-crf", str(X264_CRF), "-pix_fmt", "yuv420p"], logger=None,
     )  # fmt: skip
     final.close()
-    for part in parts:
-        part.close()
-    return {"master": str(target), "master_bytes": target.stat().st_size,
-            "duration": final.duration}  # fmt: skip
+    for layer in layers:
+        layer.close()
+    return {"total_s": time.perf_counter() - t0, "master": str(target),
+            "master_bytes": target.stat().st_size}  # fmt: skip
 
 
-def worker_copy(clips: list[Path], song: Path, out: Path) -> dict[str, object]:
-    listing = out / "list.txt"
-    listing.write_text("".join(f"file '{c.resolve()}'\n" for c in clips))
-    target = out / "copy.mp4"
-    _ffmpeg(["-f", "concat", "-safe", "0", "-i", str(listing), "-i", str(song),
+def worker_copy(ctx: dict) -> dict[str, object]:
+    listing = ctx["out"] / "list.txt"
+    listing.write_text("".join(f"file '{s.clip_path.resolve()}'\n" for s in ctx["slots"]))
+    target = ctx["out"] / "copy.mp4"
+    t0 = time.perf_counter()
+    _ffmpeg(["-f", "concat", "-safe", "0", "-i", str(listing), "-i", str(ctx["song"]),
              "-map", "0:v", "-map", "1:a", "-c", "copy", "-shortest", str(target)])  # fmt: skip
-    return {"master": str(target), "master_bytes": target.stat().st_size}
+    return {"total_s": time.perf_counter() - t0, "master_bytes": target.stat().st_size}
 
 
-WORKERS = {"ours": worker_ours, "moviepy": worker_moviepy, "copy": worker_copy}
+WORKERS = {
+    "cold": worker_cold,
+    "approve": worker_approve,
+    "recut": worker_recut,
+    "reference": worker_reference,
+    "moviepy": worker_moviepy,
+    "copy": worker_copy,
+}
 
 
 # ---------------------------------------------------------------- measuring (in the parent)
@@ -237,19 +329,14 @@ WORKERS = {"ours": worker_ours, "moviepy": worker_moviepy, "copy": worker_copy}
 class Measure:
     name: str
     clips: int
-    video_seconds: float
     wall: float
     cpu: float
-    peak_rss: int
+    peak_pss: int
     peak_procs: int
     info: dict[str, object]
 
-    @property
-    def realtime_ratio(self) -> float:
-        return self.wall / self.video_seconds
 
-
-def _tree_rss(proc: psutil.Process) -> tuple[int, int]:
+def _tree_pss(proc: psutil.Process) -> tuple[int, int]:
     total, count = 0, 0
     try:
         members = [proc, *proc.children(recursive=True)]
@@ -257,33 +344,39 @@ def _tree_rss(proc: psutil.Process) -> tuple[int, int]:
         return 0, 0
     for member in members:
         try:
-            total += member.memory_info().rss
+            total += member.memory_full_info().pss
             count += 1
-        except psutil.NoSuchProcess:
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return total, count
 
 
-def measure(name: str, cache: Path, count: int, args: argparse.Namespace) -> Measure:
-    out = cache / "runs" / f"{name}-{count}"
+def measure(name: str, cache: Path, count: int, args: argparse.Namespace, *, tag: str = "",
+            segments: Path | None = None) -> Measure:  # fmt: skip
+    out = cache / "runs" / f"{name}{tag}-{count}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     cmd = [sys.executable, __file__, "--worker", name, "--cache", str(args.cache),
            "--n", str(count), "--unique", str(args.unique), "--out", str(out),
+           "--segments", str(segments or out / "segments"),
            "--clip-seconds", str(args.clip_seconds)]  # fmt: skip
+    env = dict(os.environ)
+    if name == "moviepy" and args.moviepy_path:
+        env["PYTHONPATH"] = os.pathsep.join([args.moviepy_path, str(ROOT)])
+        env["IMAGEIO_FFMPEG_EXE"] = resolve_ffmpeg()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    peak = {"rss": 0, "procs": 0}
+    peak = {"pss": 0, "procs": 0}
     t0 = time.perf_counter()
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     ps = psutil.Process(child.pid)
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            rss, procs = _tree_rss(ps)
-            peak["rss"] = max(peak["rss"], rss)
+            pss, procs = _tree_pss(ps)
+            peak["pss"] = max(peak["pss"], pss)
             peak["procs"] = max(peak["procs"], procs)
-            done.wait(0.05)
+            done.wait(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -296,13 +389,28 @@ def measure(name: str, cache: Path, count: int, args: argparse.Namespace) -> Mea
         raise SystemExit(f"{name} run failed (exit {child.returncode})")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     info = json.loads(stdout.strip().splitlines()[-1])
-    video_seconds = count * args.clip_seconds + CREDITS_SECONDS
-    m = Measure(name, count, video_seconds, wall, cpu, peak["rss"], peak["procs"], info)
-    print(f"  {name:8s} {count:4d} clips: wall {wall:7.1f} s  cpu {cpu:7.1f} s  "
-          f"peak {m.peak_rss / 2**20:7.0f} MiB ({m.peak_procs} procs)", flush=True)  # fmt: skip
-    if name != "ours":
-        shutil.rmtree(out, ignore_errors=True)
+    m = Measure(name, count, wall, cpu, peak["pss"], peak["procs"], info)
+    inner = info.get("total_s")
+    print(f"  {name + tag:10s} {count:4d} clips: wall {wall:7.1f} s (inside {inner or 0:6.2f} s)"
+          f"  cpu {cpu:7.1f} s  peak PSS {m.peak_pss / 2**20:7.0f} MiB ({m.peak_procs} procs)"
+          f"  {json.dumps({k: v for k, v in info.items() if k != 'master'})}",
+          flush=True)  # fmt: skip
     return m
+
+
+def quality(master: str, reference: str, frames: int) -> dict[str, float]:
+    """SSIM and PSNR (Y, U, V together: ffmpeg's "All") of ``master`` against ``reference``
+    over their first ``frames`` frames."""
+    graph = (
+        f"[0:v]trim=end_frame={frames},setpts=PTS-STARTPTS,format=yuv420p,split[a0][a1];"
+        f"[1:v]trim=end_frame={frames},setpts=PTS-STARTPTS,format=yuv420p,split[b0][b1];"
+        "[a0][b0]ssim;[a1][b1]psnr"
+    )
+    proc = _ffmpeg(["-i", master, "-i", reference, "-lavfi", graph, "-f", "null", "-"])
+    ssim = re.search(r"SSIM .*All:([0-9.]+)", proc.stderr)
+    psnr = re.search(r"PSNR .*average:([0-9.inf]+)", proc.stderr)
+    return {"ssim": float(ssim.group(1)) if ssim else float("nan"),
+            "psnr": float(psnr.group(1)) if psnr else float("nan")}  # fmt: skip
 
 
 def machine() -> str:
@@ -324,11 +432,16 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,55,200", help="clip counts for the memory run")
     parser.add_argument("--quick", action="store_true", help="a small smoke run (8 clips of 2 s)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/crowdcut-bench-assembly"))
+    parser.add_argument("--moviepy-path", default=os.environ.get("MOVIEPY_PATH", ""),
+                        help="a folder with moviepy (pip install --target) put first on "
+                             "PYTHONPATH for the moviepy run")  # fmt: skip
     parser.add_argument("--skip-moviepy", action="store_true")
+    parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--unique", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--segments", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--clip-seconds", type=float, default=SLOT_SECONDS, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -339,11 +452,12 @@ def main() -> None:
 
     if args.worker:  # a child: do one run, print its result as JSON
         logging.basicConfig(level=logging.WARNING, format="    %(name)s: %(message)s")
-        logging.getLogger("bot.media.assembly").setLevel(logging.INFO)
-        unique = make_inputs(cache, args.unique, args.clip_seconds)  # cached: no work
-        clips = slot_clips(cache, unique, args.n)
+        unique = make_inputs(cache, args.unique + 1, args.clip_seconds)  # cached: no work
+        clips = slot_clips(cache, unique[:-1], args.n)
         song = make_song(cache, args.n * args.clip_seconds + CREDITS_SECONDS)
-        print(json.dumps(WORKERS[args.worker](clips, song, args.out)), flush=True)
+        ctx = {"slots": build_slots(clips), "song": song, "out": args.out,
+               "segments": SegmentCache(args.segments), "spare": unique[-1]}  # fmt: skip
+        print(json.dumps(WORKERS[args.worker](ctx)), flush=True)
         return
 
     sizes = sorted({int(s) for s in args.sizes.split(",") if s})
@@ -351,55 +465,98 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"ffmpeg: {resolve_ffmpeg()}; x264 preset {X264_PRESET}, crf {X264_CRF}")
     t0 = time.perf_counter()
-    make_inputs(cache, args.unique, args.clip_seconds)
+    make_inputs(cache, args.unique + 1, args.clip_seconds)
     for n in {args.clips, *sizes}:
         make_song(cache, n * args.clip_seconds + CREDITS_SECONDS)
     print(f"inputs ready in {time.perf_counter() - t0:.1f} s (cache {cache})\n")
 
-    print(f"comparison, {args.clips} clips of ~{args.clip_seconds:g} s -> "
+    n = args.clips
+    print(f"{n} clips of ~{args.clip_seconds:g} s, {CROSSFADE:g} s crossfades -> "
           f"{WIDTH}x{HEIGHT}@{FPS}:")  # fmt: skip
-    runs = [measure("ours", cache, args.clips, args)]
-    if not args.skip_moviepy:
-        runs.append(measure("moviepy", cache, args.clips, args))
-    runs.append(measure("copy", cache, args.clips, args))
+    shared = cache / "runs" / "segment-cache"
+    shutil.rmtree(shared, ignore_errors=True)
+    cold = measure("cold", cache, n, args, segments=shared)
+    approve = measure("approve", cache, n, args, segments=shared)
+    recut = measure("recut", cache, n, args, segments=shared)
+    copy = measure("copy", cache, n, args)
+    mp = None if args.skip_moviepy else measure("moviepy", cache, n, args)
 
-    print("\nscaling (ours):")
-    scaling = [runs[0] if n == args.clips else measure("ours", cache, n, args) for n in sizes]
+    scores: dict[str, dict[str, float]] = {}
+    if not args.skip_quality:
+        ref = measure("reference", cache, n, args)
+        body = sum(frame_plan([args.clip_seconds] * n, FPS))
+        scores["crowdcut"] = quality(str(cold.info["master"]), str(ref.info["master"]), body)
+        if mp is not None:
+            scores["moviepy"] = quality(str(mp.info["master"]), str(ref.info["master"]), body)
+        print(f"  quality over the {body} frames of the slots: {json.dumps(scores)}")
+        shutil.rmtree(Path(str(ref.info["master"])).parent, ignore_errors=True)
+    if mp is not None:
+        shutil.rmtree(Path(str(mp.info["master"])).parent, ignore_errors=True)
 
+    print("\nscaling (cold render, empty cache each time):")
+    scaling = [cold if s == n else measure("cold", cache, s, args, tag="-scale") for s in sizes]
+
+    video = n * args.clip_seconds + CREDITS_SECONDS
     print("\n## results\n")
     print(f"- machine: {machine()}")
     print(f"- date: {time.strftime('%Y-%m-%d')}")
-    print(f"- inputs: {args.clips} clips, ~{args.clip_seconds:g} s each, sizes/rates "
-          f"{', '.join(f'{w}x{h}@{f}' for w, h, f, _ in KINDS[:4])}, 2 in 5 without audio; "
-          f"video {runs[0].video_seconds:g} s with {CREDITS_SECONDS:g} s credits\n")  # fmt: skip
-    print("| run | wall (s) | CPU (s) | peak RSS, tree (MiB) | wall / video length | output |")
-    print("|---|---:|---:|---:|---:|---|")
-    labels = {
-        "ours": "crowdcut `assemble` (master + preview)",
-        "moviepy": "moviepy 2 `concatenate_videoclips(compose)` (master only)",
-        "copy": "`-f concat -c copy` floor (invalid for mixed inputs)",
-    }
-    for m in runs:
+    print(f"- inputs: {n} clips of {clip_seconds(0, args.clip_seconds)}–"
+          f"{clip_seconds(4, args.clip_seconds)} s at 1280x720 (24/30/25 fps, 1 in 3 without "
+          f"audio), {args.clip_seconds:g} s slots, {CROSSFADE:g} s crossfades; video {video:g} s "
+          f"with {CREDITS_SECONDS:g} s credits\n")  # fmt: skip
+    print("| run | wall (s) | inside (s) | CPU (s) | peak PSS, tree (MiB) | procs | output |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    rows = [("cold: empty cache -> master + preview", cold),
+            ("approval -> master + preview, segments current", approve),
+            ("re-cut, one slot swapped -> master", recut),
+            ("moviepy 2 CompositeVideoClip + CrossFadeIn", mp),
+            ("`-f concat -c copy` floor", copy)]  # fmt: skip
+    for label, m in rows:
+        if m is None:
+            continue
+        inner = m.info.get("total_s", 0.0)
         size = int(m.info.get("master_bytes", 0)) / 2**20
-        print(f"| {labels[m.name]} | {m.wall:.1f} | {m.cpu:.1f} | {m.peak_rss / 2**20:.0f} | "
-              f"{m.realtime_ratio:.3f} | {size:.1f} MiB |")  # fmt: skip
-    print("\n| clips | video (s) | wall (s) | CPU (s) | peak RSS, tree (MiB) | peak processes |")
+        print(f"| {label} | {m.wall:.1f} | {inner:.2f} | {m.cpu:.1f} | "
+              f"{m.peak_pss / 2**20:.0f} | {m.peak_procs} | {size:.1f} MiB |")  # fmt: skip
+    stages = {k: cold.info[k] for k in ("segments_s", "master_s", "preview_s")}
+    print(f"\ncold stages: {json.dumps(stages)}")
+    print(f"approve stages: master {approve.info['master_s']:.2f} s, preview "
+          f"{approve.info['preview_s']:.2f} s ({approve.info['preview_size']}, "
+          f"{100 * float(approve.info['preview_of_limit']):.1f} % of the limit)")  # fmt: skip
+    if scores:
+        print("\n| output | SSIM | PSNR (dB) |\n|---|---:|---:|")
+        for who, s in scores.items():
+            print(f"| {who} | {s['ssim']:.4f} | {s['psnr']:.2f} |")
+    print("\n| clips | video (s) | wall (s) | CPU (s) | peak PSS, tree (MiB) | procs |")
     print("|---:|---:|---:|---:|---:|---:|")
     for m in scaling:
-        print(f"| {m.clips} | {m.video_seconds:g} | {m.wall:.1f} | {m.cpu:.1f} | "
-              f"{m.peak_rss / 2**20:.0f} | {m.peak_procs} |")  # fmt: skip
-    stages = runs[0].info.get("stage_starts", {})
-    print(f"\nours, stage start times (s): {json.dumps(stages)}")
-    if not args.skip_moviepy:
-        ours, mp = runs[0], runs[1]
-        speed = mp.wall / ours.wall
-        mem = mp.peak_rss / ours.peak_rss
+        print(f"| {m.clips} | {m.clips * args.clip_seconds + CREDITS_SECONDS:g} | {m.wall:.1f} | "
+              f"{m.cpu:.1f} | {m.peak_pss / 2**20:.0f} | {m.peak_procs} |")  # fmt: skip
+
+    floor = float(copy.info["total_s"])
+    approve_master = float(approve.info["master_s"])
+    print("\ntargets:")
+    if mp is not None:
+        speed, mem = mp.wall / cold.wall, mp.peak_pss / cold.peak_pss
         print(
-            f"\ntarget 'no slower than moviepy': {'MET' if speed >= 1 else 'MISSED'} "
-            f"(moviepy takes {speed:.2f}x our wall time)"
+            f"- cold >= 3x faster than moviepy: {'MET' if speed >= 3 else 'MISSED'} ({speed:.1f}x)"
         )
-        print(f"target '>= 8x less peak memory': {'MET' if mem >= 8 else 'MISSED'} "
-              f"(moviepy peaks at {mem:.1f}x ours)")  # fmt: skip
+        print(f"- >= 10x less peak memory: {'MET' if mem >= 10 else 'MISSED'} ({mem:.1f}x)")
+    print(
+        f"- approval -> master within 3x the copy floor: "
+        f"{'MET' if approve_master <= 3 * floor else 'MISSED'} "
+        f"({approve_master:.2f} s vs {floor:.2f} s = {approve_master / floor:.1f}x)"
+    )
+    ratio = float(recut.info["total_s"]) / float(cold.info["master_s"])
+    print(
+        f"- one-slot re-cut under 10 % of cold: {'MET' if ratio < 0.1 else 'MISSED'} "
+        f"({100 * ratio:.1f} %)"
+    )
+    pss = [m.peak_pss for m in scaling]
+    print(
+        f"- memory flat {sizes[0]}->{sizes[-1]} clips: {min(pss) / 2**20:.0f}–"
+        f"{max(pss) / 2**20:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
+
 from bot.core.cut import SlotPick, cut_identity
 from bot.errors import MediaError
 from bot.media.credits import (
@@ -537,16 +539,15 @@ async def make_preview(
     work = Path(tempfile.mkdtemp(prefix=".preview-", dir=dest.parent))
     try:
         audio = work / "audio.m4a"
-        audio_bytes = 0
+        audio_bytes, audio_packets = 0, 0
         if audio_kbps:
             await run_ffmpeg(["-i", str(master), "-map", "0:a:0", "-vn", "-c:a", "aac",
                               "-b:a", f"{audio_kbps}k", "-ac", "2", "-f", "mp4", str(audio)],
                              binary=ffmpeg_binary)  # fmt: skip
-            audio_bytes = audio.stat().st_size
+            audio_bytes, audio_packets = await asyncio.to_thread(_payload, audio)
         frames = round(duration * fps)
-        # mp4 tables: ~16 bytes a video frame (size, offset, composition time), 8 an audio
-        # packet, plus the headers
-        overhead = 16 * frames + 8 * (duration * 48000 / 1024 if audio_kbps else 0) + 4096
+        # the mp4 tables cost about 11 bytes a packet (size, offset, times), plus headers
+        overhead = 1024 + 11 * (frames + audio_packets)
         video_bytes = target - audio_bytes - overhead
         video_kbps = video_bytes * 8 / 1000 / duration
         if video_kbps < 30:
@@ -589,6 +590,13 @@ async def make_preview(
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(work)
+
+
+def _payload(path: Path) -> tuple[int, int]:
+    """Bytes and count of the packets in ``path`` (what muxing it again will carry)."""
+    with av.open(str(path)) as container:
+        sizes = [packet.size for packet in container.demux() if packet.size]
+    return sum(sizes), len(sizes)
 
 
 def _manifest(

@@ -39,7 +39,9 @@ _MIN_FONT = 10
 
 def _clean(text: str) -> str:
     """One line of text: control characters and runs of whitespace become one space."""
-    return re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f]", " ", text)).strip()
+    text = re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f]", " ", text)).strip()
+    # dashes Pillow's bundled font has no glyph for
+    return text.replace("\u2014", "-").replace("\u2013", "-")
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:

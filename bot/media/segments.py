@@ -64,7 +64,7 @@ BACKGROUND_NICE = 10
 TRANSITIONS: dict[str, str | None] = {
     "cut": None,
     "crossfade": "fade",
-    "dip": "fadeblack",  # dip to black
+    "dip": "fadeblack",  # dip to black (drawn with two fades, see _render_slot)
     "zoom": "zoomin",  # the outgoing clip pushes in while the incoming one starts
 }
 FITS = ("hold", "slow")
@@ -596,9 +596,22 @@ class SegmentRenderer:
             args += src(seg.prev.path, tail)
             graph.append(f"[{n_inputs}:v:0]{_window_chain(pinfo, tail, options)}[prev]")
             kind = TRANSITIONS[options.transition]
-            graph.append(
-                f"[prev][cur]xfade=transition={kind}:duration={seg.blend / fps:.6f}:offset=0[x]"
-            )
+            half = seg.blend // 2
+            if kind == "fadeblack":
+                # xfade's fadeblack is darkest well before its middle; fading the outgoing
+                # clip out over the first half and the incoming in over the second puts
+                # the black frame on the boundary
+                graph.append(f"[prev]trim=end_frame={half},fade=t=out:s=0:n={half}[p]")
+                graph.append(
+                    f"[cur]trim=start_frame={half},setpts=PTS-STARTPTS,"
+                    f"fade=t=in:s=0:n={half}[c]"
+                )
+                graph.append("[p][c]concat=n=2:v=1:a=0[x]")
+            else:
+                graph.append(
+                    f"[prev][cur]xfade=transition={kind}:duration={seg.blend / fps:.6f}"
+                    ":offset=0[x]"
+                )
             label, n_inputs = "x", n_inputs + 1
         if seg.title and seg.title_frames:
             png = await title_png()  # type: ignore[misc]

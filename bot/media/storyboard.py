@@ -1,5 +1,8 @@
 """The storyboard: one frame of every slot in a grid, for the moderators' cut preview.
 
+Under each frame: slot number, author, time range and score; on it, badges for what a
+moderator must notice (a pinned or reused clip, broken continuity, a deleted post).
+
 Frames are decoded with PyAV one clip at a time in a worker thread, and each is shrunk to
 its cell at once, so memory stays small however many slots the cut has.
 """
@@ -25,11 +28,12 @@ log = logging.getLogger(__name__)
 
 CELL_WIDTH = 320
 CELL_HEIGHT = 180
-LABEL_HEIGHT = 30
+LABEL_HEIGHT = 46
 GAP = 6
 BACKGROUND = (20, 20, 28)
 PLACEHOLDER = (60, 60, 70)
 LABEL_COLOUR = (235, 235, 240)
+DETAIL_COLOUR = (170, 170, 185)
 
 
 def frame_at(path: Path, seconds: float | None = None) -> Image.Image | None:
@@ -68,15 +72,64 @@ def _cell(image: Image.Image | None) -> Image.Image:
     return cell
 
 
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(max(0.0, seconds), 60)
+    return f"{int(minutes)}:{rest:04.1f}"
+
+
+def slot_marks(slot: CutSlot) -> list[str]:
+    """What the moderators must notice about a slot before approving, most serious first."""
+    marks = []
+    if slot.post_deleted:
+        marks.append("POST DELETED")
+    if slot.continuity_broken:
+        marks.append("CONTINUITY BROKEN")
+    if slot.pinned:
+        marks.append("PINNED")
+    if slot.reused:
+        marks.append("REUSED")
+    return marks
+
+
 def cell_label(slot: CutSlot) -> str:
-    """The line under a slot's frame: its number and author, and what the moderators must
-    notice before approving (a reused clip, a clip whose post a moderator deleted)."""
+    """The first line under a slot's frame: number, author and the marks of
+    :func:`slot_marks` (a deleted post, broken continuity, a pin, a reused clip)."""
     label = f"#{slot.index + 1} {slot.author or 'anonymous'}"
     if slot.post_deleted:
         label = f"#{slot.index + 1} POST DELETED · {slot.author or 'anonymous'}"
     if slot.reused:
         label += " (reused)"
+    others = [m for m in slot_marks(slot) if m not in ("POST DELETED", "REUSED")]
+    if others:
+        label += " · " + " · ".join(m.lower() for m in others)
     return label
+
+
+def cell_detail(slot: CutSlot) -> str:
+    """The second line under a slot's frame: its time range in the song and its score."""
+    # ASCII where Pillow's bundled font has no glyph (en dash, arrows)
+    span = f"{_clock(slot.start)}-{_clock(slot.start + slot.duration)}"
+    votes = slot.votes or {}
+    score = votes.get("score", votes.get("up", 0) - votes.get("down", 0))
+    return f"{span} · score {score:+d} ({votes.get('up', 0)} up, {votes.get('down', 0)} down)"
+
+
+#: badge colours, drawn on the frame's top-left corner
+MARK_COLOURS = {
+    "POST DELETED": (200, 40, 40),
+    "CONTINUITY BROKEN": (230, 140, 20),
+    "PINNED": (40, 110, 220),
+    "REUSED": (110, 110, 125),
+}
+
+
+def _badges(draw: ImageDraw.ImageDraw, slot: CutSlot, x: int, y: int, font: object) -> None:
+    top = y + 4
+    for mark in slot_marks(slot):
+        width = int(draw.textlength(mark, font=font)) + 10
+        draw.rectangle((x + 4, top, x + 4 + width, top + 18), fill=MARK_COLOURS[mark])
+        draw.text((x + 9, top + 2), mark, font=font, fill=(255, 255, 255))
+        top += 22
 
 
 def _render(slots: list[CutSlot], dest: Path, columns: int) -> Path:
@@ -88,20 +141,30 @@ def _render(slots: list[CutSlot], dest: Path, columns: int) -> Path:
     sheet = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=16)
-    frames: dict[Path, Image.Image] = {}  # a reused clip is decoded once
+    small = ImageFont.load_default(size=13)
+    frames: dict[tuple[Path, float], Image.Image] = {}  # a reused clip is decoded once
     for i, slot in enumerate(ordered):
         row, col = divmod(i, columns)
         x = GAP + col * (CELL_WIDTH + GAP)
         y = GAP + row * (CELL_HEIGHT + LABEL_HEIGHT + GAP)
         path = Path(slot.clip_path)
-        if path not in frames:
-            frames[path] = _cell(frame_at(path))
-        sheet.paste(frames[path], (x, y))
+        # the middle of the clip, or of what the slot shows when a moderator set an in-point
+        at = slot.in_point + slot.duration / 2 if slot.in_point > 0 else -1.0
+        if (path, at) not in frames:
+            frames[path, at] = _cell(frame_at(path, at if at >= 0 else None))
+        sheet.paste(frames[path, at], (x, y))
+        _badges(draw, slot, x, y, small)
         draw.text(
-            (x + 4, y + CELL_HEIGHT + 6),
+            (x + 4, y + CELL_HEIGHT + 5),
             truncate(draw, cell_label(slot), font, CELL_WIDTH - 8),
             font=font,
             fill=LABEL_COLOUR,
+        )
+        draw.text(
+            (x + 4, y + CELL_HEIGHT + 26),
+            truncate(draw, cell_detail(slot), small, CELL_WIDTH - 8),
+            font=small,
+            fill=DETAIL_COLOUR,
         )
     tmp = dest.with_name(f".{dest.stem}.{os.getpid()}.part.png")
     try:
@@ -118,8 +181,9 @@ async def storyboard(slots: list[CutSlot], dest: Path, *, columns: int = 4) -> P
     """Write a PNG grid of one frame (the middle) of each slot's clip to ``dest``.
 
     Slots are laid out in slot order, ``columns`` to a row, each labelled with its slot
-    number and author. A clip that cannot be decoded gets a grey cell instead of failing
-    the whole board. Returns ``dest``.
+    number, author, time range in the song and score, and marked (a coloured badge on the
+    frame) when pinned, reused, its continuity broke or its post was deleted. A clip that
+    cannot be decoded gets a grey cell instead of failing the whole board. Returns ``dest``.
     """
     if not slots:
         raise ValueError("storyboard needs at least one slot")
