@@ -13,6 +13,7 @@ from PIL import Image
 from bot.media.assembly import CutOptions, CutSlot, SegmentRenderer, assemble_master
 from bot.media.credits import (
     Credits,
+    end_card_lines,
     render_credits_roll,
     render_title_card,
     roll_font_size,
@@ -45,8 +46,12 @@ def test_the_roll_names_every_slot_its_maker_lineage_song_and_moderators():
     assert ("#1  0:00", "member0", "fal · kling-2.1") in lines
     assert ("#2  0:04", "anonymous", "fal · kling-2.1 · extends clip #10") in lines
     assert ("#3  0:08", "member2", "local · wan2.2 · continues clip #11") in lines
-    assert ("approved by", "mona, max", "") in lines
-    assert text.index("#1") < text.index("#2") < text.index("#3") < text.index("approved by")
+    assert text.index("#1") < text.index("#2") < text.index("#3")
+    # who approved is on the end card: approving renders that short still, not the roll
+    end = end_card_lines(CREDITS)
+    assert ("", "approved by", "") in end and ("", "mona, max", "") in end
+    assert ("", "made with crowdcut", "") in end_card_lines(Credits())
+    assert "approved by" not in text
 
 
 def test_the_roll_is_tall_enough_to_read_on_a_phone(tmp_path):

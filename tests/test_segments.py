@@ -53,15 +53,26 @@ async def test_a_recut_renders_only_the_swapped_slot_and_the_next(tmp_path, clip
     renderer = SegmentRenderer(tmp_path / "cache")
     slots = slots_of(clips[:3])
     first = await master(slots, renderer, tmp_path / "a")
-    assert first.segments_rendered == 4  # three slots and the roll
+    assert first.segments_rendered == 5  # three slots, the roll and the end card
     again = await master(slots, renderer, tmp_path / "b")
     assert again.segments_rendered == 0 and again.identity == first.identity
     slots[1].clip_path, slots[1].media_key = clips[3], "key-c3.mp4"
     recut = await master(slots, renderer, tmp_path / "c")
-    # slot 2's segment and slot 3's (which opens with slot 2's tail); slot 1 and roll kept
+    # slot 2's segment and slot 3's (which opens with slot 2's tail); the rest is kept
     assert recut.segments_rendered == 2 and recut.identity != first.identity
     info = probe(recut.master)
     assert info.frame_count == round((1.5 + 0.5) * FPS)
+
+
+async def test_approving_renders_only_the_end_card(tmp_path, clips):
+    renderer = SegmentRenderer(tmp_path / "cache")
+    slots = slots_of(clips[:3])
+    preview = await master(slots, renderer, tmp_path / "a")
+    approved = await assemble_master(slots, None, tmp_path / "b", renderer, options=CROSSFADE,
+                                     title="t", credits_seconds=0.5, title_seconds=0,
+                                     credits=Credits(moderators=("mona",)))  # fmt: skip
+    assert approved.segments_rendered == 1 and approved.duration == preview.duration
+    assert approved.identity != preview.identity
 
 
 async def test_with_hard_cuts_a_swap_renders_one_segment(tmp_path, clips):
@@ -92,7 +103,7 @@ async def test_two_renders_of_the_same_cut_at_once_share_the_work(tmp_path, clip
         render_segments(slots, renderer, options=CROSSFADE, title="t", credits_seconds=0.5),
         render_segments(slots, renderer, options=CROSSFADE, title="t", credits_seconds=0.5),
     )
-    assert renderer.rendered == 3
+    assert renderer.rendered == 4  # two slots, roll, end card: each once
     leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and ".part" in p.name]
     assert leftovers == []
 

@@ -45,7 +45,9 @@ import av
 from bot.core.cut import SlotPick, cut_identity
 from bot.errors import MediaError
 from bot.media.credits import (
+    END_CARD_SECONDS,
     Credits,
+    end_card_lines,
     render_credits_roll,
     render_title_card,
     roll_digest,
@@ -193,7 +195,10 @@ class _Cut:
     plan: list[SlotSegment]
     lines: list[tuple[str, str, str]]
     roll: str  # roll digest
-    credit_frames: int
+    end: list[tuple[str, str, str]]  # the end card's lines
+    end_digest: str
+    end_frames: int  # of credit_frames, the end card's
+    credit_frames: int  # roll and end card
     keep_audio: bool
     identity: str
 
@@ -220,7 +225,7 @@ def cut_identity_of(
                  s.duration, s.in_point)
         for s in slots
     ]  # fmt: skip
-    lines = roll_lines(title, slots, credits or Credits())
+    lines = roll_lines(title, slots, credits or Credits()) + end_card_lines(credits or Credits())
     return cut_identity(
         picks,
         fit=options.fit,
@@ -259,9 +264,12 @@ def _prepare(
     plan = plan_segments(frames, clips, options.transition_frames, title=title or None,
                          title_frames=title_frames)  # fmt: skip
     lines = roll_lines(title, slots, credits)
+    end = end_card_lines(credits)
     if credits_seconds is None:
         credits_seconds = roll_seconds(len(lines), options.width, options.height)
+        credits_seconds += END_CARD_SECONDS
     credit_frames = round(credits_seconds * fps) if credits_seconds > 0 else 0
+    end_frames = min(round(END_CARD_SECONDS * fps), credit_frames // 3)
     return _Cut(
         slots=slots,
         options=options,
@@ -269,6 +277,9 @@ def _prepare(
         plan=plan,
         lines=lines,
         roll=roll_digest(lines, options.width, options.height),
+        end=end,
+        end_digest=roll_digest(end, options.width, options.height),
+        end_frames=end_frames,
         credit_frames=credit_frames,
         keep_audio=song is None,
         identity=cut_identity_of(
@@ -322,18 +333,27 @@ async def _ensure_all(
                               background=background, progress=part(seg.index, seg.frames))
         for seg in cut.plan
     ]  # fmt: skip
-    if cut.credit_frames:
-        jobs.append(
-            renderer.credits_segment(
-                roll_png,
-                cut.roll,
-                cut.credit_frames,
-                options,
-                keep_audio=cut.keep_audio,
-                background=background,
-                progress=part(-1, cut.credit_frames),
-            )  # fmt: skip
-        )
+
+    async def end_png() -> tuple[Path, int]:
+        dest = scratch / f"end-{os.getpid()}-{id(cut)}.png"
+        return await asyncio.to_thread(render_credits_roll, dest, cut.end, options.width,
+                                       options.height)  # fmt: skip
+
+    roll_frames = cut.credit_frames - cut.end_frames
+    for png, digest, frames, tag in ((roll_png, cut.roll, roll_frames, -1),
+                                     (end_png, cut.end_digest, cut.end_frames, -2)):  # fmt: skip
+        if frames:
+            jobs.append(
+                renderer.credits_segment(
+                    png,
+                    digest,
+                    frames,
+                    options,
+                    keep_audio=cut.keep_audio,
+                    background=background,
+                    progress=part(tag, frames),
+                )  # fmt: skip
+            )
 
     async def soundtrack() -> Path | None:
         if song is None:

@@ -198,9 +198,24 @@ def roll_lines(title: str, slots: list[CutSlot], credits: Credits) -> list[tuple
         detail = " · ".join(x for x in (made, lineage_text(slot)) if x)
         accent = f"#{slot.index + 1}  {_clock(slot.start)}"
         lines.append((accent, _clean(slot.author or "anonymous"), _clean(detail)))
-    lines.append(("", "", ""))
+    return lines
+
+
+#: seconds of the end card (who approved; "made with crowdcut") after the roll
+END_CARD_SECONDS = 2.0
+
+
+def end_card_lines(credits: Credits) -> list[tuple[str, str, str]]:
+    """The end card after the roll: the moderators who approved, then crowdcut.
+
+    A card of its own, always the same length, so approving (which adds the moderators'
+    names) renders only this short still and never changes the video's length.
+    """
+    lines: list[tuple[str, str, str]] = [("", "", "")]
     if credits.moderators:
-        lines.append(("approved by", ", ".join(_clean(m) for m in credits.moderators), ""))
+        lines += [("", "approved by", ""),
+                  ("", ", ".join(_clean(m) for m in credits.moderators), ""),
+                  ("", "", "")]  # fmt: skip
     lines.append(("", "made with crowdcut", ""))
     return lines
 

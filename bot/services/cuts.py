@@ -92,6 +92,10 @@ class CutService:
             votes={"up": up, "down": down, "score": up - down},
             reused=ch.reason == "reused",
             post_deleted=clip.post_deleted_at is not None,
+            media_key=clip.media_key,
+            pinned=ch.reason == "pinned",
+            # lineage, once clips record the clip they extend
+            parent_clip_id=getattr(clip, "parent_clip_id", None),
         )
 
     async def leaderboard(self, project: Project) -> tuple[list[Tally], dict[int, list[Tally]]]:
@@ -181,6 +185,10 @@ class CutService:
             preview_limit_bytes=s.preview_max_bytes,
             ffmpeg_binary=self.app.ffmpeg,
             progress=progress,
+            song_key=project.song_key,
+            credits_seconds=None,  # as long as the roll needs to be read
+            # segments are kept between renders: a re-cut renders only what changed
+            cache_dir=s.data_dir / "segments",
         )
         media = self.app.media
         master_key = await asyncio.to_thread(media.put_file, result.master, "mp4")
@@ -262,4 +270,6 @@ def _slot_record(s: CutSlot) -> dict[str, object]:
         "votes": s.votes,
         "reused": s.reused,
         "post_deleted": s.post_deleted,
+        "pinned": s.pinned,
+        "parent_clip_id": s.parent_clip_id,
     }
