@@ -111,3 +111,88 @@ async def test_an_outage_of_500s_and_503s_posts_each_clip_once_when_discord_reco
         posts_per_clip=posts,
         loop_lag_ms=round(lag.worst * 1000),
     )
+
+
+# -- 2. a 429 storm on one route ------------------------------------------------------------
+
+
+async def test_a_429_storm_on_message_creates_leaves_other_routes_working(guild):
+    await guild.open_project()
+    emu = guild.emu
+    first = await prompt(guild, guild.alice, "a kite over the dunes")
+    await until(lambda: status_shows(guild, first, "Job #"))
+    storm = emu.rate_limit_next("POST", MESSAGES, retry_after=0.2, times=None, duration=60)
+    # members are answered at once: interaction callbacks are another route
+    it = await emu.invoke_slash(guild.bob.id, guild.channel, "prompt", {"text": "a red tram"})
+    ack = await it.wait_acked(timeout=3.0)
+    second = int((await it.wait_reply())["content"].split("job #")[1].split(" ")[0])
+    _, queue = await guild.slash(guild.carol, "queue")
+    # the first job's status message is edited as it moves (PATCH is not limited), while
+    # its clip post and the second job's status message wait out the storm
+    await until(lambda: status_shows(guild, first, "posting the clip"), timeout=30)
+    assert not status_posts(emu, guild.channel, second)
+    assert not await posted(guild, first)
+    await until(lambda: storm.hits >= 10)
+    hits = storm.hits
+    emu.clear_faults()
+    clips = [await until(lambda j=j: posted(guild, j), timeout=30) for j in (first, second)]
+    for job_id in (first, second):
+        await until(lambda j=job_id: status_shows(guild, j, "✅ Posted"), timeout=20)
+    await until(lambda: all(len(emu.reactions(guild.channel, c.message_id)) == 2 for c in clips))
+    posts = [len(clip_posts(emu, guild.channel, c.id)) for c in clips]
+    assert posts == [1, 1]
+    assert [len(status_posts(emu, guild.channel, j)) for j in (first, second)] == [1, 1]
+    assert ack < 3.0 and (queue["content"] or queue["embeds"])
+    assert not await guild.app.store.effects(state="failed")
+    report("429 storm", answers_429=hits, ack_s=round(ack, 3), posts_per_clip=posts)
+
+
+# -- 3. the gateway drops the bot ---------------------------------------------------------
+
+
+async def votes_of(guild: Any, clip_id: int) -> dict[int, int]:
+    return {v.voter_id: v.value for v in await guild.app.store.clip_votes(clip_id)}
+
+
+async def no_wait(shard_id: int | None, *, initial: bool = False) -> None:
+    return None
+
+
+async def has_vote(guild: Any, clip_id: int, user_id: int) -> bool:
+    return (await votes_of(guild, clip_id)).get(user_id) == 1
+
+
+async def test_gateway_closes_and_invalid_sessions_lose_no_votes_and_commands_work(guild):
+    emu = guild.emu
+    await guild.open_project()
+    clip = await guild.prompt_and_post(guild.alice, "a lantern festival")
+    voters = [guild.bob, guild.carol, guild.mod, emu.add_member("dave"), emu.add_member("erin")]
+    faults = [
+        ("close 4000 (resumable)", lambda: emu.close_gateway(4000)),
+        ("close 4009 (session timed out)", lambda: emu.close_gateway(4009)),
+        ("INVALID_SESSION d=false", lambda: emu.invalidate_session(resumable=False)),
+        ("INVALID_SESSION d=true", lambda: emu.invalidate_session(resumable=True)),
+        ("close 4007 (invalid seq)", lambda: emu.close_gateway(4007)),
+    ]
+    readies = emu.gateway.ready_count
+    # discord.py waits 5 s before each IDENTIFY after the first (Discord's identify limit,
+    # which the emulator does not have); the waits would only make this test slow
+    guild.env.bot.before_identify_hook = no_wait
+    for (name, fault), voter in zip(faults, voters, strict=True):
+        assert await fault() == 1, name
+        # a vote cast while the bot is away: replayed on a RESUME, recounted after a READY
+        await emu.add_reaction(voter.id, guild.channel, clip.message_id, "👍")
+        await until(lambda v=voter: has_vote(guild, clip.id, v.id), timeout=20)
+    await until(lambda: guild.env.bot.is_ready())
+    _, card = await guild.slash(guild.bob, "clip", {"clip": clip.id})
+    await prompt(guild, guild.bob, "after the storm, a rainbow")
+    assert len(clip_posts(emu, guild.channel, clip.id)) == 1
+    assert card["embeds"] and f"#{clip.id}" in card["embeds"][0]["title"]
+    votes = await votes_of(guild, clip.id)
+    assert votes == {v.id: 1 for v in voters}
+    report(
+        "gateway",
+        faults=len(faults),
+        new_sessions=emu.gateway.ready_count - readies,
+        votes_during_gaps=len(votes),
+    )

@@ -84,6 +84,7 @@ class CrowdcutBot(commands.Bot):
         self.cuts = CutService(app)
         self.members = MemberService(app, voting=self.voting)
         self._background: asyncio.Task[None] | None = None
+        self._recount: asyncio.Task[None] | None = None
         self.background_ready = asyncio.Event()
         self.tree.on_error = self._on_tree_error
 
@@ -118,6 +119,22 @@ class CrowdcutBot(commands.Bot):
             except Exception:
                 log.exception("closing projects whose voting time ran out failed")
 
+    async def on_ready(self) -> None:
+        """Every READY after the first is a new gateway session (a non-resumable close, an
+        INVALID_SESSION): what happened while the bot was away is not replayed, so the
+        votes are recounted from the reactions Discord shows."""
+        if not self.background_ready.is_set():
+            return  # the first READY: ``start_background`` catches up
+        if self._recount is None or self._recount.done():
+            self._recount = asyncio.create_task(self._recount_after_gap())
+
+    async def _recount_after_gap(self) -> None:
+        try:
+            n = await self.reconcile_votes()
+            log.info("a new gateway session: %d clips' votes recounted from Discord", n)
+        except Exception:
+            log.exception("recounting votes after a new gateway session failed")
+
     async def close_due_projects(self) -> int:
         """Close every open project whose voting time is over, counting late votes first."""
         import time
@@ -137,8 +154,9 @@ class CrowdcutBot(commands.Bot):
         return closed
 
     async def close(self) -> None:
-        if self._background is not None:
-            self._background.cancel()
+        for task in (self._background, self._recount):
+            if task is not None:
+                task.cancel()
         await self.worker.stop()
         await self.outbox.stop()  # effects cut short are done again at the next start
         await super().close()
