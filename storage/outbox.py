@@ -174,6 +174,15 @@ class OutboxMixin:
             )
         return n
 
+    def hasten_effects(self, error_prefix: str) -> int:
+        """Make pending effects that last failed with ``error_prefix`` due now (a permission
+        they waited for may have come back); returns how many."""
+        cur = self.db.execute(
+            "update outbox set next_attempt_at = ? where state = ? and last_error like ?",
+            [self._now(), PENDING, error_prefix.replace("%", "") + "%"],
+        )
+        return cur.rowcount
+
     def effects(self, state: str | None = None, kind: str | None = None) -> list[Effect]:
         """Rows of the outbox (tests, the operator's report)."""
         where, args = ["1=1"], []

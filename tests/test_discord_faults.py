@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from bot.emulator.state import ATTACH_FILES, MANAGE_MESSAGES
 from tests.discord_env import env, guild, until  # noqa: F401
 from tests.test_discord_restart import clip_posts
 
@@ -196,3 +197,55 @@ async def test_gateway_closes_and_invalid_sessions_lose_no_votes_and_commands_wo
         new_sessions=emu.gateway.ready_count - readies,
         votes_during_gaps=len(votes),
     )
+
+
+# -- 4. the bot loses Attach Files and Manage Messages ------------------------------------
+
+
+def notices(emu: Any, channel: int) -> list[dict]:
+    return [
+        m
+        for m in emu.messages(channel)
+        if m["author"]["id"] == str(emu.bot_user.id) and "crowdcut is missing the" in m["content"]
+    ]
+
+
+def forbidden(emu: Any) -> int:
+    return sum(1 for (_m, _p, status) in emu.requests if status == 403)
+
+
+async def forget(guild: Any, who: Any) -> dict:
+    _, reply = await guild.slash(who, "forgetme")
+    button = reply["components"][0]["components"][0]["custom_id"]
+    it = await guild.emu.click_button(who.id, int(reply["id"]), button)
+    return await until(
+        lambda: it.original if "Deleted" in (it.original or {}).get("content", "") else None
+    )
+
+
+async def test_lost_permissions_get_one_notice_and_the_work_waits_for_them(guild):
+    emu = guild.emu
+    await guild.open_project()
+    gone = await guild.prompt_and_post(guild.alice, "a snowglobe city")
+    channel = guild.env.bot.get_channel(guild.channel)
+    emu.revoke_bot_permissions(ATTACH_FILES | MANAGE_MESSAGES, channel_id=guild.channel)
+    await until(lambda: not channel.permissions_for(channel.guild.me).attach_files)
+    job = await prompt(guild, guild.bob, "a paper crane takes off")
+    # the clip cannot be uploaded: moderators read one notice, the member's status waits
+    notice = (await until(lambda: notices(emu, guild.channel), timeout=30))[0]
+    assert "Attach Files" in notice["content"] and "Nothing is lost" in notice["content"]
+    await until(lambda: status_shows(guild, job, "posting the clip"))
+    # forget-me takes down crowdcut's own posts, which needs no Manage Messages
+    done = await forget(guild, guild.alice)
+    await until(lambda: not clip_posts(emu, guild.channel, gone.id))
+    waiting = await guild.app.store.effects(state="pending", kind="post_clip")
+    assert len(waiting) == 1 and waiting[0].last_error.startswith("missing permission")
+    refused = forbidden(emu)
+    emu.restore_bot_permissions(ATTACH_FILES | MANAGE_MESSAGES, channel_id=guild.channel)
+    clip = await until(lambda: posted(guild, job), timeout=30)
+    await until(lambda: status_shows(guild, job, "✅ Posted"))
+    posts = len(clip_posts(emu, guild.channel, clip.id))
+    assert posts == 1 and refused == forbidden(emu) == 1
+    assert len(notices(emu, guild.channel)) == 1
+    assert "Deleted" in done["content"]
+    report("permissions", answers_403=refused, notices=1, posts_per_clip=[posts])

@@ -128,6 +128,19 @@ class CrowdcutBot(commands.Bot):
         if self._recount is None or self._recount.done():
             self._recount = asyncio.create_task(self._recount_after_gap())
 
+    # a permission crowdcut lacked may have been given back: what waits for it goes now
+    async def on_guild_channel_update(
+        self, before: discord.abc.GuildChannel, after: discord.abc.GuildChannel
+    ) -> None:
+        await self.publisher.permissions_changed()
+
+    async def on_guild_role_update(self, before: discord.Role, after: discord.Role) -> None:
+        await self.publisher.permissions_changed()
+
+    async def on_member_update(self, before: discord.Member, after: discord.Member) -> None:
+        if self.user is not None and after.id == self.user.id:
+            await self.publisher.permissions_changed()
+
     async def _recount_after_gap(self) -> None:
         try:
             n = await self.reconcile_votes()

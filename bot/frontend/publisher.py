@@ -58,6 +58,8 @@ MISSING_PERMISSIONS = 50013
 PERMISSION_RETRY_SECONDS = 120.0
 #: at most one notice per channel and permission in this time
 NOTICE_SECONDS = 3600.0
+#: how an effect waiting for a permission is marked in the outbox
+MISSING_PERMISSION = "missing permission"
 
 #: the permission each effect needs beyond sending messages, as members see it
 _NEEDS = {
@@ -98,6 +100,15 @@ class DiscordPublisher:
 
     async def clip_ready(self, clip: Clip, job: Job) -> None:
         self.bot.outbox.wake()
+
+    async def permissions_changed(self) -> int:
+        """The bot's permissions may have changed (a channel's overwrites, a role, its own
+        roles): effects waiting for a permission try again now, not minutes later."""
+        n = await self.app.store.hasten_effects(MISSING_PERMISSION)
+        if n:
+            log.info("permissions changed: %d effects waiting for one try again now", n)
+            self.bot.outbox.wake()
+        return n
 
     async def flush(self) -> None:
         """Wait until every queued effect is done (tests, the demo)."""
@@ -259,7 +270,7 @@ class DiscordPublisher:
         except discord.Forbidden as e:
             await self._permission_notice(effect, channel_id, e)
             raise Retry(
-                f"missing permission (code {e.code})",
+                f"{MISSING_PERMISSION} (code {e.code})",
                 delay=PERMISSION_RETRY_SECONDS,
                 count=False,
             ) from None
