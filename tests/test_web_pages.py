@@ -301,3 +301,31 @@ def test_the_state_line_says_when_voting_closes_and_who_approved():
     assert state_text(p, approved_by=None, now=1000) == "Voting is open: it closes in 2 h 13 min."
     p.state = "approved"
     assert state_text(p, approved_by="mod_mira") == "Approved by mod_mira."
+
+
+async def test_the_credits_show_each_clips_lineage(tmp_path):
+    from tests.web_fixtures import approve_cut
+
+    built = build_site(tmp_path, approved=False)
+    c = built.clips
+    approve_cut(built.store, built.media, built.project, [c["alice"], c["bob"], c["extended"]])
+    # a chained clip, as the cut's record names it (chain mode has no /extend job)
+    cut = built.store.latest_cut(built.project.id, "approved")
+    slots = cut.slots
+    slots[1]["parent_clip_id"], slots[1]["lineage"] = c["alice"].id, "chain"
+    again = built.store.save_cut(
+        project_id=built.project.id,
+        slots=slots,
+        master_key=cut.master_key,
+        preview_key=cut.preview_key,
+        manifest_key=cut.manifest_key,
+        created_by=1,
+    )
+    built.store.approve_cut(again.id, by=1)
+    async for site in serve(built):
+        _, page, _ = await page_of(site)
+        lines = {li["data-slot"]: li for li in page.all("li") if li.get("data-slot")}
+        assert set(lines) == {"0", "1", "2"}
+        text = "".join(page.text)
+        assert f"continues clip #{c['alice'].id} by alice" in text  # the /extend, slot 3
+        assert f"chained from clip #{c['alice'].id} by alice" in text  # slot 2

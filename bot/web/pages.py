@@ -41,6 +41,7 @@ class CreditLine:
     down: int
     reused: bool = False
     parent: PageClip | None = None  # the clip it continues, when still there
+    lineage: str = "extend"  # how: "extend" (/extend) or "chain" (chain mode)
 
     @property
     def author(self) -> str:
@@ -139,9 +140,12 @@ def credits(
     for s in sorted(cut.slots, key=lambda s: s.get("index", 0)):
         clip = clips.get(s.get("clip_id")) if s.get("clip_id") is not None else None
         record = by_index.get(s.get("index"), {})
-        parent_id = clip.parent_clip_id if clip else None
-        if parent_id is None:
-            parent_id = record.get("parent_clip_id")
+        # the cut's record names the parent (extended or chained) once renders keep it;
+        # the manifest too; else the clip's job, for an /extend
+        parent_id = s.get("parent_clip_id", record.get("parent_clip_id"))
+        if parent_id is None and clip is not None:
+            parent_id = clip.parent_clip_id
+        lineage = s.get("lineage") or record.get("lineage") or "extend"
         votes = s.get("votes") or {}
         lines.append(
             CreditLine(
@@ -155,6 +159,7 @@ def credits(
                 down=int(votes.get("down", 0)),
                 reused=bool(s.get("reused")),
                 parent=clips.get(parent_id) if parent_id is not None else None,
+                lineage=str(lineage),
             )
         )
     return lines

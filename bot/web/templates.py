@@ -169,7 +169,8 @@ def credit_line(page: ProjectPage, line: CreditLine) -> Safe:
     if line.parent is not None:
         meta.append(
             h(
-                'continues <a href="clip/{id}">clip #{id}</a> by {who}',
+                '{how} <a href="clip/{id}">clip #{id}</a> by {who}',
+                how="chained from" if line.lineage == "chain" else "continues",
                 id=line.parent.id,
                 who=line.parent.author,
             )
