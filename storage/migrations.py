@@ -235,3 +235,25 @@ def m004_outbox(db: Database) -> None:
     db.execute("create unique index outbox_pending_key on outbox (key) where state = 'pending'")
     db["outbox"].create_index(["state", "next_attempt_at"])
 
+
+@migrations()
+def m005_project_pages(db: Database) -> None:
+    """The project pages (``bot/web``): every project gets an unguessable token for its
+    page's address (a moderator rotates it with ``/project link``), and a server may list
+    its projects on the public index (``/project listing``)."""
+    db["projects"].add_column("web_token", str)
+    db.execute("update projects set web_token = lower(hex(randomblob(16))) where web_token is null")
+    db.execute("create unique index projects_web_token on projects (web_token)")
+    # a project is born with its token, whichever code creates it: 128 bits from SQLite's
+    # CSPRNG (seeded from the OS); a rotation draws a new one with Python's ``secrets``
+    db.execute(
+        "create trigger projects_web_token_on_insert after insert on projects "
+        "when new.web_token is null begin "
+        "update projects set web_token = lower(hex(randomblob(16))) where id = new.id; end"
+    )
+    db["web_guilds"].create(
+        {"guild_id": int, "public": int, "changed_by": int, "changed_at": float},
+        pk="guild_id",
+        not_null={"public"},
+        defaults={"public": 0},
+    )

@@ -45,6 +45,7 @@ from storage.models import (
     from_row,
 )
 from storage.outbox import DELETE_MESSAGE, POST_CLIP, REACT, STATUS, OutboxMixin
+from storage.pages import PageClip, PublicProject
 
 log = logging.getLogger(__name__)
 
@@ -1284,6 +1285,116 @@ class Store(OutboxMixin):
                 f"select state, count(*) as n from jobs {where} group by state", args
             )
         }
+
+    # ---- web
+    # What the project pages (``bot/web``) read, and the two changes moderators make to
+    # them. The pages open the database read-only (``Store.open_readonly``).
+    @classmethod
+    def open_readonly(cls, path: Path | str) -> Store:
+        """A ``Store`` on a read-only connection (``crowdcut web``): it cannot write, and
+        applies no migration."""
+        store = cls.__new__(cls)
+        store.path = Path(path)
+        if not store.path.is_file():
+            raise FileNotFoundError(f"no database at {store.path}")
+        uri = store.path.resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+        store.db = Database(conn)
+        store.db.execute("PRAGMA busy_timeout=30000")
+        return store
+
+    @reader
+    def project_web_token(self, project_id: int) -> str | None:
+        row = self.db.execute(
+            "select web_token from projects where id = ?", [project_id]
+        ).fetchone()
+        return row[0] if row else None
+
+    @reader
+    def project_by_web_token(self, token: str) -> Project | None:
+        return self._one(Project, "projects", "web_token = ?", [token])
+
+    def rotate_web_token(self, project_id: int, token: str) -> None:
+        """Give a project's page a new address: the old one stops answering."""
+        self._update("projects", project_id, {"web_token": token})
+
+    @reader
+    def guild_is_public(self, guild_id: int) -> bool:
+        row = self.db.execute(
+            "select public from web_guilds where guild_id = ?", [guild_id]
+        ).fetchone()
+        return bool(row and row[0])
+
+    def set_guild_public(self, guild_id: int, public: bool, *, by: int | None) -> None:
+        """Whether a server's projects are listed on the index."""
+        self.db.execute(
+            "insert into web_guilds (guild_id, public, changed_by, changed_at) "
+            "values (?, ?, ?, ?) on conflict(guild_id) do update set public = excluded.public, "
+            "changed_by = excluded.changed_by, changed_at = excluded.changed_at",
+            [guild_id, int(public), by, self._now()],
+        )
+
+    @reader
+    def public_projects(self, limit: int = 100) -> list[PublicProject]:
+        """Projects of the servers that list theirs, newest first (drafts left out)."""
+        rows = self.db.query(
+            "select p.id, p.title, p.state, p.web_token, p.created_at, p.approved_at "
+            "from projects p join web_guilds g on g.guild_id = p.guild_id "
+            "where g.public = 1 and p.state != 'draft' and p.web_token is not null "
+            "order by p.id desc limit ?",
+            [limit],
+        )
+        return [PublicProject(**r) for r in rows]
+
+    _PAGE_CLIPS = (
+        "select c.id, c.project_id, c.member_id, c.media_key, c.created_at, c.slot, "
+        "c.duration, c.width, c.height, c.channel_id, c.message_id, c.post_deleted_at, "
+        "c.anonymous, m.name, m.forgotten_at, j.prompt, j.backend, j.model, "
+        "j.extends_clip_id as parent_clip_id, "
+        "(select count(*) from votes v where v.clip_id = c.id and v.value > 0) as up, "
+        "(select count(*) from votes v where v.clip_id = c.id and v.value < 0) as down "
+        "from clips c left join jobs j on j.id = c.job_id "
+        "left join members m on m.id = c.member_id "
+    )
+
+    @staticmethod
+    def _page_clip(r: dict[str, Any]) -> PageClip:
+        # a forgotten member, and a clip kept anonymously in an approved cut, show no name
+        anonymous, forgotten, name = r.pop("anonymous"), r.pop("forgotten_at"), r.pop("name")
+        author = "anonymous" if anonymous or forgotten or not name else name
+        return PageClip(author=author, prompt=r.pop("prompt") or "", **r)
+
+    @reader
+    def page_clips(self, project_id: int) -> list[PageClip]:
+        """Every clip of a project with its prompt, author and votes, oldest first."""
+        rows = self.db.query(
+            self._PAGE_CLIPS + "where c.project_id = ? order by c.id", [project_id]
+        )
+        return [self._page_clip(dict(r)) for r in rows]
+
+    @reader
+    def page_clip(self, clip_id: int) -> PageClip | None:
+        rows = list(self.db.query(self._PAGE_CLIPS + "where c.id = ?", [clip_id]))
+        return self._page_clip(dict(rows[0])) if rows else None
+
+    @reader
+    def clip_children(self, clip_id: int) -> list[int]:
+        """Clips made by extending ``clip_id``."""
+        return [
+            r[0]
+            for r in self.db.execute(
+                "select c.id from clips c join jobs j on j.id = c.job_id "
+                "where j.extends_clip_id = ? order by c.id",
+                [clip_id],
+            )
+        ]
+
+    @reader
+    def project_cuts(self, project_id: int) -> list[Cut]:
+        return [
+            from_row(Cut, r)
+            for r in self._rows("cuts", "project_id = ?", [project_id], order_by="id")  # type: ignore[misc]
+        ]
 
 
 def describe_database(path: Path | str) -> dict[str, Any]:

@@ -64,6 +64,7 @@ def test_the_database_is_in_wal_mode_with_migrations_recorded(store):
         "m002_generators",
         "m003_votes_follow_discord",
         "m004_outbox",
+        "m005_project_pages",
     ]
     assert store.applied_migrations() == applied
     # applying again on reopen is a no-op
