@@ -249,3 +249,38 @@ async def test_lost_permissions_get_one_notice_and_the_work_waits_for_them(guild
     assert len(notices(emu, guild.channel)) == 1
     assert "Deleted" in done["content"]
     report("permissions", answers_403=refused, notices=1, posts_per_clip=[posts])
+
+
+# -- 5. the channel is deleted ------------------------------------------------------------
+
+
+async def test_a_deleted_channel_gives_up_its_effects_and_other_channels_carry_on(guild):
+    emu = guild.emu
+    await guild.open_project()
+    other = emu.channels["general"]
+    it = await emu.invoke_slash(
+        guild.mod.id, other, "project", {"title": "Elsewhere"}, subcommand="create"
+    )
+    await it.wait_reply()
+    doomed = await prompt(guild, guild.alice, "a castle made of sand")
+    await until(lambda: status_shows(guild, doomed, "Job #"))
+    deleted = guild.channel
+    emu.delete_channel(deleted)
+    await until(lambda: guild.env.bot.get_channel(deleted) is None)
+    it = await emu.invoke_slash(guild.bob.id, other, "prompt", {"text": "a moth to a flame"})
+    reply = await it.wait_reply(timeout=30)
+    fine = int(reply["content"].split("job #")[1].split(" ")[0])
+    clip = await until(lambda: posted(guild, fine), timeout=40)
+    assert len(clip_posts(emu, other, clip.id)) == 1
+    # the deleted channel's clip was made, and its post given up for good
+    failed = await until(lambda: guild.app.store.effects(state="failed", kind="post_clip"), 40)
+    assert [e.payload["clip_id"] for e in failed] == [
+        (await guild.app.store.clip_for_job(doomed)).id
+    ]
+    assert "channel" in failed[0].last_error
+    assert not await posted(guild, doomed)
+    it = await emu.invoke_slash(guild.mod.id, other, "project", {}, subcommand="status")
+    status = await it.wait_reply()
+    assert "Elsewhere" in str(status)
+    assert guild.env.bot.is_ready() and not guild.env.bot.is_closed()
+    report("channel deleted", failed_effects=len(failed), posts_elsewhere=[1])
