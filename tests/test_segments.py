@@ -186,3 +186,29 @@ def test_a_forgotten_author_changes_the_cut(tmp_path):
     before = cut_identity_of(slots, CROSSFADE, title="t", credits=Credits())
     slots[0].author = "anonymous"
     assert cut_identity_of(slots, CROSSFADE, title="t", credits=Credits()) != before
+
+
+async def test_a_render_shared_with_a_cancelled_caller_still_finishes(tmp_path, clips):
+    renderer = SegmentRenderer(tmp_path / "cache")
+    started = asyncio.Event()
+    slots = slots_of(clips[:1])
+
+    def progress(stage: str, fraction: float) -> None:
+        if fraction > 0:
+            started.set()
+
+    owner = asyncio.create_task(
+        render_segments(
+            slots, renderer, options=CROSSFADE, title="t", credits_seconds=0, progress=progress
+        )  # fmt: skip
+    )
+    await asyncio.wait_for(started.wait(), timeout=30)
+    sharer = asyncio.create_task(
+        render_segments(slots, renderer, options=CROSSFADE, title="t", credits_seconds=0)
+    )
+    await asyncio.sleep(0)  # let the sharer find the render in flight
+    owner.cancel()
+    await sharer  # not cancelled: it renders the segment itself
+    with pytest.raises(asyncio.CancelledError):
+        await owner
+    assert len(list(renderer.cache.root.glob("*/*.mp4"))) == 1

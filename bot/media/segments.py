@@ -182,7 +182,8 @@ def plan_segments(
                 prev=uses[i - 1] if half[i] else None,
                 blend=2 * half[i],
                 title=title if i == 0 and title_frames > 0 else None,
-                title_frames=min(title_frames, frames[0]) if i == 0 and title else 0,
+                # never longer than the first segment, so its fade-out is always seen
+                title_frames=min(title_frames, frames[0] - half[1]) if i == 0 and title else 0,
             )
         )
         boundary += frames[i]
@@ -499,9 +500,14 @@ class SegmentRenderer:
         if dest.is_file():
             self.cache.touch(dest)
             return dest
-        pending = self._inflight.get(key)
-        if pending is not None and not pending.done():
-            return await asyncio.shield(pending)
+        while (pending := self._inflight.get(key)) is not None and not pending.done():
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not pending.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # the caller whose render we shared was cancelled, we were not: go on
         future: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
@@ -517,6 +523,9 @@ class SegmentRenderer:
                         tmp.unlink(missing_ok=True)
             future.set_result(dest)
             return dest
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: no "never retrieved" warning when nobody waits
@@ -602,16 +611,12 @@ class SegmentRenderer:
                 # clip out over the first half and the incoming in over the second puts
                 # the black frame on the boundary
                 graph.append(f"[prev]trim=end_frame={half},fade=t=out:s=0:n={half}[p]")
-                graph.append(
-                    f"[cur]trim=start_frame={half},setpts=PTS-STARTPTS,"
-                    f"fade=t=in:s=0:n={half}[c]"
-                )
+                fade_in = f"fade=t=in:s=0:n={half}"
+                graph.append(f"[cur]trim=start_frame={half},setpts=PTS-STARTPTS,{fade_in}[c]")
                 graph.append("[p][c]concat=n=2:v=1:a=0[x]")
             else:
-                graph.append(
-                    f"[prev][cur]xfade=transition={kind}:duration={seg.blend / fps:.6f}"
-                    ":offset=0[x]"
-                )
+                xfade = f"xfade=transition={kind}:duration={seg.blend / fps:.6f}:offset=0"
+                graph.append(f"[prev][cur]{xfade}[x]")
             label, n_inputs = "x", n_inputs + 1
         if seg.title and seg.title_frames:
             png = await title_png()  # type: ignore[misc]
