@@ -213,4 +213,6 @@ async def test_a_clip_that_cannot_fit_at_all_is_still_posted_for_voting(tmp_path
         assert post.get("attachments") == []
         fields = {f["name"]: f["value"] for f in post["embeds"][0]["fields"]}
         assert "Too large for this server's upload limit" in fields["Video"]
+        await env.bot.publisher.flush()  # the vote reactions are the outbox's next effect
+        post = env.emu.get_message(g.channel, clip.message_id)
         assert sorted(r["emoji"]["name"] for r in post["reactions"]) == ["👍", "👎"]
