@@ -71,3 +71,18 @@ def test_a_malformed_env_file_line_is_reported_with_its_line_number(tmp_path):
 def test_every_setting_has_help_text():
     for f in dataclasses.fields(Settings):
         assert f.metadata.get("help"), f.name
+
+
+def test_the_repr_of_settings_shows_no_secret():
+    secrets = {
+        "DISCORD_TOKEN": "discord-token-xyz-123",
+        "FAL_KEY": "fal-key-xyz-123",
+        "REPLICATE_API_TOKEN": "r8_token_xyz_123",
+        "RUNWAYML_API_SECRET": "key_runway_xyz_123",
+        "COMFYUI_TOKEN": "comfy-token-xyz-123",
+    }
+    settings = Settings.load(env=secrets, env_file=None)
+    shown = repr(settings) + str(settings)
+    for value in secrets.values():
+        assert value not in shown
+    assert "fal_key='[set]'" in shown and "generator='local'" in shown
