@@ -11,7 +11,8 @@
      │    ├── BudgetExceeded        the project's or the member's daily budget is spent
      │    ├── PermissionDenied      not a moderator, not the author
      │    ├── NotFound              no such job / clip / project
-     │    └── InvalidState          e.g. prompting into a closed project
+     │    ├── InvalidState          e.g. prompting into a closed project
+     │    └── StorageFull           the database's disk is full: new work is refused
      ├── ConfigError                a bad setting; names the setting and what is allowed
      ├── MediaError                 ffmpeg / probing failed; carries the stderr tail
      └── GeneratorError             a backend failed; normalized ``kind``
@@ -72,6 +73,20 @@ class NotFound(UserFacingError):
 
 class InvalidState(UserFacingError):
     """The action does not fit the current state (e.g. the project is closed)."""
+
+
+class StorageFull(UserFacingError):
+    """A write was refused because the database's disk is full (SQLite's SQLITE_FULL).
+    Nothing of that write was stored; what was stored before is intact. Raised by
+    ``storage.AsyncStore`` for every write, so no command handles it on its own."""
+
+    MESSAGE = (
+        "crowdcut's storage is full; the operator has been told. Nothing you sent before "
+        "is lost. Please try again later."
+    )
+
+    def __init__(self, message: str = MESSAGE) -> None:
+        super().__init__(message)
 
 
 class ConfigError(CrowdcutError):

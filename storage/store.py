@@ -23,6 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlite_utils import Database
 
+from bot.errors import StorageFull
 from storage.migrations import migrations
 from storage.models import (
     ACTIVE_JOB_STATES,
@@ -1416,6 +1417,18 @@ def describe_database(path: Path | str) -> dict[str, Any]:
     }
 
 
+#: how often a full disk is logged again while writes keep failing
+FULL_LOG_SECONDS = 60.0
+
+
+def _is_full(error: sqlite3.OperationalError) -> bool:
+    """SQLITE_FULL: the disk (or the database's page limit) has no room for the write."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == sqlite3.SQLITE_FULL
+    return "database or disk is full" in str(error)
+
+
 class QuotaFull(Exception):
     """``add_job`` refused: the member already has ``active`` jobs waiting or running."""
 
@@ -1429,6 +1442,8 @@ class AsyncStore:
 
     Writes run, in order, on one writer thread that owns the writing connection;
     methods marked ``@reader`` run on a small pool with one connection per thread.
+    A write that finds the disk full raises :class:`bot.errors.StorageFull`, which members
+    see as a refusal; the operator's log says why.
     """
 
     def __init__(self, path: Path | str, *, readers: int = 2) -> None:
@@ -1440,6 +1455,7 @@ class AsyncStore:
         self._local = threading.local()
         self._readers: list[Store] = []
         self._lock = threading.Lock()
+        self._full_logged_at = -1e18
 
     def _reader_store(self) -> Store:
         store = getattr(self._local, "store", None)
@@ -1463,12 +1479,32 @@ class AsyncStore:
                 return await loop.run_in_executor(
                     self._reader_pool, lambda: getattr(self._reader_store(), name)(*args, **kwargs)
                 )
-            return await loop.run_in_executor(
-                self._writer_pool, lambda: getattr(self._writer, name)(*args, **kwargs)
-            )
+            try:
+                return await loop.run_in_executor(
+                    self._writer_pool, lambda: getattr(self._writer, name)(*args, **kwargs)
+                )
+            except sqlite3.OperationalError as e:
+                if not _is_full(e):
+                    raise
+                self._report_full(name, e)
+                raise StorageFull() from e
 
         setattr(self, name, call)  # cache the wrapper
         return call
+
+    def _report_full(self, name: str, error: sqlite3.OperationalError) -> None:
+        """Tell the operator (at most once a minute): every write fails until space returns."""
+        now = time.monotonic()
+        if now - self._full_logged_at < FULL_LOG_SECONDS:
+            return
+        self._full_logged_at = now
+        log.error(
+            "the database %s is full (%s, in %s): new work is refused until there is space "
+            "again; nothing already stored is lost. Free disk space next to it.",
+            self.path,
+            error,
+            name,
+        )
 
     @property
     def sync(self) -> Store:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -284,3 +285,73 @@ async def test_a_deleted_channel_gives_up_its_effects_and_other_channels_carry_o
     assert "Elsewhere" in str(status)
     assert guild.env.bot.is_ready() and not guild.env.bot.is_closed()
     report("channel deleted", failed_effects=len(failed), posts_elsewhere=[1])
+
+
+# -- 6. the database's disk is full -------------------------------------------------------
+
+#: SQLite's largest page count: no limit
+NO_LIMIT = 1073741823
+
+
+async def fill_database(app: Any, full: bool) -> int:
+    """Make the bot's database full (``full``) or give it room again, on its writer thread.
+
+    ``max_page_count`` at the file's size makes any write that needs one more page fail with
+    SQLITE_FULL ("database or disk is full"), as a full disk does. The outbox's last page
+    is then topped up with finished filler rows, so that the next prompt's row (a job and
+    its status effect) surely needs a new page."""
+    store = app.store
+
+    def run() -> int:
+        db = store.sync.db
+        if full:
+            size = db.execute("pragma page_count").fetchone()[0]
+            db.execute(f"pragma max_page_count = {size}")
+            for n in (2000, 1000, 500, 250, 120, 60, 30, 15, 8, 4, 2, 1):
+                with contextlib.suppress(sqlite3.OperationalError):
+                    while True:
+                        db.execute(
+                            "insert into outbox (kind, key, payload, state, attempts, "
+                            "created_at) values ('filler', 'filler:' || hex(randomblob(8)), "
+                            "?, 'done', 0, 0)",
+                            ["x" * n],
+                        )
+        else:
+            db.execute(f"pragma max_page_count = {NO_LIMIT}")
+        return db.execute("pragma max_page_count").fetchone()[0]
+
+    return await asyncio.get_running_loop().run_in_executor(store._writer_pool, run)
+
+
+async def test_a_full_disk_refuses_new_prompts_loses_nothing_and_recovers(guild, caplog):
+    app = guild.app
+    await guild.open_project()
+    first = await guild.prompt_and_post(guild.alice, "a whale in the clouds")
+    accepted = await prompt(guild, guild.carol, "a train through the snow")
+    jobs_before = await app.store.job_counts()
+    await fill_database(app, full=True)
+    refused = []
+    for who, text in ((guild.bob, "a fox in the rain"), (guild.alice, "a second idea")):
+        _, reply = await guild.slash(who, "prompt", {"text": text})
+        refused.append(reply["content"])
+    assert all("storage is full" in r and "operator has been told" in r for r in refused), refused
+    assert "database" in caplog.text and "is full" in caplog.text
+    _, queue = await guild.slash(guild.bob, "queue")  # reading still works
+    assert sum((await app.store.job_counts()).values()) == sum(jobs_before.values())
+    # the job accepted before finishes rendering, and cannot record its clip: it waits
+    await until(lambda: f"job {accepted} waits: the database is full" in caplog.text, 30)
+    await fill_database(app, full=False)
+    again = await prompt(guild, guild.bob, "a fox in the rain")
+    clips = [await until(lambda j=j: posted(guild, j), timeout=40) for j in (accepted, again)]
+    clips.insert(0, first)
+    posts = [len(clip_posts(guild.emu, guild.channel, c.id)) for c in clips]
+    assert posts == [1, 1, 1]
+    counts = await app.store.job_counts()
+    assert counts.get("done") == 3 and not counts.get("failed")
+    report(
+        "disk full",
+        prompts_refused=len(refused),
+        jobs_before=sum(jobs_before.values()),
+        jobs_after=sum(counts.values()),
+        posts_per_clip=posts,
+    )

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Hashable
 
 from bot.core.queue import backoff_delay
+from bot.errors import StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class DurableWorker:
                 await self.dispatch()
             except asyncio.CancelledError:
                 raise
+            except StorageFull:
+                pass  # the store has told the operator; claiming resumes when there is room
             except Exception:
                 log.exception("the %s loop failed; trying again shortly", self.name)
             self._wake.clear()

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from bot.app import App
+from bot.errors import StorageFull
 from bot.services.durable import DurableWorker, GiveUp, Retry
 from storage.outbox import Effect
 
@@ -74,6 +75,28 @@ class OutboxWorker(DurableWorker):
         return [e.key for e in effects]
 
     async def _handle(self, effect: Effect) -> None:
+        try:
+            await self._handle_once(effect)
+        except StorageFull:
+            await self._requeue_when_room(effect)
+
+    async def _requeue_when_room(self, effect: Effect) -> None:
+        """The database is full, so how the effect went cannot be recorded: once there is
+        room its row goes back to pending and it runs again (idempotently: a post that was
+        made is found and adopted, not made twice)."""
+        s = self.app.settings
+        delay = s.retry_base_seconds
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.store.retry_effect(
+                    effect.id, next_attempt_at=self.clock(), error="the database is full"
+                )
+                return
+            except StorageFull:
+                delay = min(delay * 2, s.retry_max_seconds)
+
+    async def _handle_once(self, effect: Effect) -> None:
         handler = self.handlers.get(effect.kind)
         if handler is None:
             await self.store.fail_effect(effect.id, error=f"no handler for {effect.kind}")
@@ -108,6 +131,8 @@ class OutboxWorker(DurableWorker):
             await self.store.retry_effect(
                 effect.id, next_attempt_at=self.clock() + delay, error=r.reason, count=r.count
             )
+        except StorageFull:
+            raise
         except GiveUp as g:
             log.warning("%s %s: giving up: %s", effect.kind, effect.key, g.reason)
             await self.store.fail_effect(effect.id, error=g.reason)

@@ -52,6 +52,7 @@ from bot.errors import (
     GeneratorErrorKind,
     InvalidClip,
     MediaError,
+    StorageFull,
 )
 from bot.generators.base import GenerationRequest, Generator, JobState
 from bot.media.clips import validate_clip
@@ -296,6 +297,24 @@ class GenerationWorker(DurableWorker):
 
     # ------------------------------------------------------------------ one job
     async def _drive(self, job: Job, maybe_sent: bool = False) -> None:
+        """Drive one job to its end. When the database cannot record its progress (its disk
+        is full) the job stays as stored and is driven again once writes work, looking the
+        provider's job up first: it may have been sent, and is never sent twice."""
+        delay = self.settings.retry_base_seconds
+        while True:
+            try:
+                await self._drive_once(job, maybe_sent)
+                return
+            except StorageFull:
+                log.warning("job %s waits: the database is full (again in %.1fs)", job.id, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.retry_max_seconds)
+            fresh = await self.store.get_job(job.id)
+            if fresh is None or fresh.state not in (SUBMITTED, RUNNING):
+                return  # gone, finished, or still queued: the dispatcher claims it again
+            job, maybe_sent = fresh, True
+
+    async def _drive_once(self, job: Job, maybe_sent: bool) -> None:
         gen = self.generators.get(job.backend or "")
         try:
             if gen is None:
@@ -311,6 +330,8 @@ class GenerationWorker(DurableWorker):
             raise
         except _Done:
             return
+        except StorageFull:
+            raise  # nothing to record it in: ``_drive`` waits for room
         except _FailForGood as e:
             await self._fail(job, gen, e.error)
         except GeneratorError as e:
