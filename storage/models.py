@@ -30,6 +30,12 @@ class Slot:
     index: int
     start: float
     duration: float
+    #: the first downbeat inside the slot (0-based, into the song's bars) and how many
+    #: downbeats it holds; None on an even plan (no song, or a song with no beat)
+    bar: int | None = None
+    bars: int | None = None
+    #: a moderator's hint for prompters: a lyric line, a mood
+    hint: str | None = None
 
     @property
     def end(self) -> float:
@@ -197,7 +203,11 @@ def from_row(cls: type[T], row: dict[str, Any] | None) -> T | None:
     for k in _BOOL_FIELDS & data.keys():
         data[k] = bool(data[k])
     if cls is Project:
-        data["slot_plan"] = [Slot(**s) for s in json.loads(data.get("slot_plan") or "[]")]
+        slot_fields = {f.name for f in dataclasses.fields(Slot)}
+        data["slot_plan"] = [
+            Slot(**{k: v for k, v in s.items() if k in slot_fields})
+            for s in json.loads(data.get("slot_plan") or "[]")
+        ]
     elif cls is Cut:
         data["slots"] = json.loads(data.get("slots") or "[]")
     elif cls is AuditEntry:

@@ -236,6 +236,25 @@ class Store(OutboxMixin):
         )
         return self.get_project(project_id)  # type: ignore[return-value]
 
+    def set_slot_plan(self, project_id: int, slot_plan: list[Slot]) -> Project:
+        """Replace a project's slot plan (a moderator's re-plan, split, merge or hint)."""
+        self._update(
+            "projects", project_id, {"slot_plan": json.dumps([s.__dict__ for s in slot_plan])}
+        )
+        return self.get_project(project_id)  # type: ignore[return-value]
+
+    @reader
+    def slots_in_use(self, project_id: int) -> set[int]:
+        """The slots of a project that a clip, a pin or a job not yet finished names."""
+        rows = self.db.execute(
+            "select slot from clips where project_id = ? and slot is not null "
+            "union select slot from overrides where project_id = ? and slot is not null "
+            "union select slot from jobs where project_id = ? and slot is not null "
+            "and state in (?,?,?)",
+            [project_id, project_id, project_id, *ACTIVE_JOB_STATES],
+        ).fetchall()
+        return {int(r[0]) for r in rows}
+
     def set_project_backend(self, project_id: int, backend: str | None) -> Project:
         """A moderator's choice of generator for a project's new jobs (None: the default)."""
         self._update("projects", project_id, {"backend": backend})

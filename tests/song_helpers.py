@@ -15,11 +15,23 @@ from bot.media.song import synthesize_song
 SR = 22050
 
 
+def _song_path(folder: Path, bpm: int, seconds: float, accent: float) -> Path:
+    return folder / f"song-{bpm}-{seconds:g}-{accent:g}.m4a"
+
+
 def song(folder: Path, bpm: int, seconds: float = 20.0, *, accent: float = 0.5) -> Path:
     """A synthesized song at ``bpm`` (kept in ``folder``: made once per folder)."""
-    path = folder / f"song-{bpm}-{seconds:g}-{accent:g}.m4a"
+    path = _song_path(folder, bpm, seconds, accent)
     if not path.exists():
         asyncio.run(synthesize_song(path, seconds, bpm=bpm, seed=bpm, accent=accent))
+    return path
+
+
+async def song_async(folder: Path, bpm: int, seconds: float = 20.0, *, accent: float = 0.5) -> Path:
+    """:func:`song`, from a coroutine."""
+    path = _song_path(folder, bpm, seconds, accent)
+    if not path.exists():
+        await synthesize_song(path, seconds, bpm=bpm, seed=bpm, accent=accent)
     return path
 
 

@@ -159,9 +159,9 @@ async def test_thirty_waiting_jobs_fit_one_queue_reply(guild):
     assert re.search(r"… and \d+ more jobs$", text), text[-80:]
 
 
-async def test_sixty_slots_and_a_full_leaderboard_audit_and_usage_fit(guild):
-    project = await guild.open_project(slots=60)
-    assert len(project.slot_plan) == 60
+async def test_many_slots_and_a_full_leaderboard_audit_and_usage_fit(guild):
+    project = await guild.open_project(slots=150)  # more rows than one embed holds
+    assert len(project.slot_plan) == 150
     _, reply = await guild.slash(guild.bob, "project", subcommand="status")
     embed = reply["embeds"][0]
     assert embed_within_limits(embed) and "more slots" in embed["description"]

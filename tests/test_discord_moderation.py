@@ -61,7 +61,10 @@ async def test_a_project_with_a_song_is_split_into_slots_and_shows_its_status(gu
     embed = reply["embeds"][0]
     fields = {f["name"]: f["value"] for f in embed["fields"]}
     assert fields["Slots filled"] == "1 / 3" and fields["State"] == "open"
-    assert "leader clip #1" in embed["description"]
+    # each slot shows the clip the cut would take now: the named one, then reused
+    rows = embed["description"].splitlines()
+    assert rows[0].startswith("` 1` 0:00.0–0:01.0 · clip #1 (score 0)")
+    assert "clip #1 (reused)" in rows[1]
     _, reply = await guild.slash(guild.mod, "project", {"title": "Another"}, subcommand="create")
     assert "already has the project" in reply["content"]
 

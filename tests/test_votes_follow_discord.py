@@ -166,7 +166,7 @@ async def test_a_deleted_post_takes_its_clip_out_of_the_vote_and_the_cut(guild):
     assert f"#{other.id}" in text and f"#{gone.id}" not in text
     _, reply = await guild.slash(guild.carol, "project", subcommand="status")
     desc = reply["embeds"][0]["description"]
-    assert "1 candidate(s) · leader clip #" + str(other.id) in desc
+    assert f"clip #{other.id} (score 0) · 1 for it" in desc.splitlines()[0]
     project = await guild.app.store.get_project(gone.project_id)
     assert gone.id not in {s.clip_id for s in await guild.env.bot.cuts.choose(project)}
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import discord
 
 from bot.core.queue import Position, format_eta
-from bot.frontend.limits import fit_content, fit_embed, fit_lines
-from storage.models import Clip, Job, Project
+from bot.frontend.limits import fit_content, fit_embed, fit_lines, shorten
+from storage.models import Clip, Job, Project, Slot
 
 PROGRESS_CELLS = 12
+#: room for the slot list in /project status (of the embed's 4,096; 6,000 in all)
+SLOT_ROWS_LIMIT = 3800
 POST_DELETED = "post deleted by a moderator — out of the vote"
 
 
@@ -130,14 +132,46 @@ def clip_info_embed(
     return fit_embed(e)
 
 
+def clock(seconds: float) -> str:
+    """``m:ss.s`` — a time in a song."""
+    m, sec = divmod(max(0.0, seconds), 60)
+    return f"{int(m)}:{sec:04.1f}"
+
+
+def slot_row(
+    slot: Slot, *, candidates: int = 0, pick: tuple[int, int | None, bool] | None = None
+) -> str:
+    """One slot of the plan on one line: number, start–end, bars, the clip the cut would
+    take now (``pick``: clip id, score, reused), candidates named for it, and its hint."""
+    parts = [f"`{slot.index + 1:>2}` {clock(slot.start)}–{clock(slot.end)}"]
+    if slot.bar is not None and slot.bars:
+        first, last = slot.bar + 1, slot.bar + slot.bars
+        parts.append(f"bar {first}" if first == last else f"bars {first}–{last}")
+    if pick is None:
+        parts.append("no clip yet")
+    else:
+        clip_id, score, reused = pick
+        how = "reused" if reused else (f"score {score}" if score is not None else "")
+        parts.append(f"clip #{clip_id}" + (f" ({how})" if how else ""))
+    if candidates:
+        parts.append(f"{candidates} for it")
+    line = " · ".join(parts)
+    if slot.hint:
+        line += f" · 💬 {discord.utils.escape_markdown(shorten(slot.hint, 80))}"
+    return line
+
+
 def project_embed(
     project: Project,
     *,
     filled: int,
     candidates: dict[int, int],
-    leaders: dict[int, tuple[int, int]],
+    picks: dict[int, tuple[int, int | None, bool]],
     queued: int,
+    plan_note: str | None = None,
 ) -> discord.Embed:
+    """``/project status``: the state, then the plan one slot a line (see :func:`slot_row`);
+    a plan too long for one embed ends with "… and N more slots"."""
     n = len(project.slot_plan)
     e = discord.Embed(title=f"🎞️ {project.title}", colour=discord.Colour.gold())
     e.add_field(name="State", value=project.state)
@@ -145,17 +179,17 @@ def project_embed(
     e.add_field(name="Jobs waiting", value=str(queued))
     if project.song_seconds:
         e.add_field(
-            name="Song", value=f"{project.song_name or 'song'} · {project.song_seconds:.0f}s"
+            name="Song", value=f"{project.song_name or 'song'} · {clock(project.song_seconds)}"
         )
+    if plan_note:
+        e.add_field(name="Plan", value=plan_note, inline=False)
     if project.voting_ends_at and project.state == "open":
         e.add_field(name="Voting ends", value=f"<t:{int(project.voting_ends_at)}:R>")
-    rows = []
-    for s in project.slot_plan:
-        lead = leaders.get(s.index)
-        lead_txt = f"clip #{lead[0]} (score {lead[1]})" if lead else "—"
-        rows.append(
-            f"`{s.index + 1:>2}` {s.start:6.1f}s · {candidates.get(s.index, 0)} "
-            f"candidate(s) · leader {lead_txt}"
-        )
-    e.description = fit_lines(rows, 1500, more=lambda k: f"… and {k} more slots") or "No slots."
+    rows = [
+        slot_row(s, candidates=candidates.get(s.index, 0), pick=picks.get(s.index))
+        for s in project.slot_plan
+    ]
+    e.description = (
+        fit_lines(rows, SLOT_ROWS_LIMIT, more=lambda k: f"… and {k} more slots") or "No slots."
+    )
     return fit_embed(e)

@@ -71,6 +71,9 @@ MIN_BPM, MAX_BPM = 50.0, 220.0
 #: the mean chord change (cosine distance) on downbeats below which harmony says nothing
 MIN_CHORD_CHANGE = 0.1
 
+#: why a song has no beat
+SILENT, NO_REGULAR_BEAT, TOO_FEW_BEATS = "silent", "no regular beat", "too few beats"
+
 #: name of the cached analysis beside the song in the media store
 DERIVED_NAME = f"beats-v{VERSION}.json"
 
@@ -94,13 +97,14 @@ class SongAnalysis:
     first_downbeat: int = 0
     #: how clearly the onsets repeat at the beat period, 0..1 (see the module docstring)
     pulse: float = 0.0
-    #: why there is no beat ("silent", "no regular beat"), None when there is one
+    #: why there is no beat (:data:`SILENT`, :data:`NO_REGULAR_BEAT`, :data:`TOO_FEW_BEATS`),
+    #: None when there is one
     no_beat_reason: str | None = None
     version: int = field(default=VERSION)
 
     @property
     def silent(self) -> bool:
-        return self.no_beat_reason == "silent"
+        return self.no_beat_reason == SILENT
 
     @property
     def has_beat(self) -> bool:
@@ -202,7 +206,7 @@ def analyse(y: np.ndarray, sr: int = SAMPLE_RATE) -> SongAnalysis:
     y = np.asarray(y, dtype=np.float32)
     duration = len(y) / sr
     if len(y) == 0:
-        return SongAnalysis(0.0, -200.0, -200.0, no_beat_reason="silent")
+        return SongAnalysis(0.0, -200.0, -200.0, no_beat_reason=SILENT)
     rms_db = _db(float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))))
     peak_db = _db(float(np.max(np.abs(y))))
     base: dict[str, Any] = {
@@ -211,7 +215,7 @@ def analyse(y: np.ndarray, sr: int = SAMPLE_RATE) -> SongAnalysis:
         "peak_db": round(peak_db, 2),
     }
     if rms_db < SILENT_DB:
-        return SongAnalysis(**base, no_beat_reason="silent")
+        return SongAnalysis(**base, no_beat_reason=SILENT)
 
     # one STFT for both the onsets (mel) and the harmony (chroma)
     power = np.abs(librosa.stft(y, n_fft=2048, hop_length=HOP)) ** 2
@@ -223,7 +227,7 @@ def analyse(y: np.ndarray, sr: int = SAMPLE_RATE) -> SongAnalysis:
 
     frames = _track(env, sr, librosa)
     if len(frames) < MIN_BEATS:
-        return SongAnalysis(**base, no_beat_reason="no regular beat")
+        return SongAnalysis(**base, no_beat_reason=TOO_FEW_BEATS)
     tracked = librosa.frames_to_time(frames, sr=sr, hop_length=HOP)
     period, _ = _fit_tempo(tracked)
     beats = _extend(tracked, period, duration)
@@ -238,7 +242,7 @@ def analyse(y: np.ndarray, sr: int = SAMPLE_RATE) -> SongAnalysis:
     if ac[0] > 0 and 1 <= lag < len(ac):
         pulse = float(np.max(ac[max(1, lag - 2) : lag + 3]) / ac[0])
     if pulse < MIN_PULSE or strength < MIN_ONSET_DB:
-        return SongAnalysis(**base, pulse=round(pulse, 3), no_beat_reason="no regular beat")
+        return SongAnalysis(**base, pulse=round(pulse, 3), no_beat_reason=NO_REGULAR_BEAT)
 
     chroma = librosa.feature.chroma_stft(S=power, sr=sr, tuning=0.0)
     score, change = _downbeat_score(frames, low_env, chroma, librosa)

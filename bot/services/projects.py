@@ -10,9 +10,10 @@ from pathlib import Path
 
 from bot.app import App
 from bot.core import projects as rules
-from bot.core.slots import even_slot_plan
 from bot.errors import InvalidClip, InvalidState, NotFound, UserFacingError
+from bot.media.beats import DERIVED_NAME, NotAudio, SongAnalysis, analyse_song
 from bot.media.probe import probe_async
+from bot.services.slot_plans import SlotPlanService, plan_song
 from storage.models import Project, Slot
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class ProjectService:
         self.app = app
         self.store = app.store
         self.settings = app.settings
+        self.plans = SlotPlanService(app)
 
     async def create(
         self,
@@ -58,8 +60,9 @@ class ProjectService:
         # slots as long as the clips the backend is made for
         natural = self.app.generator.capabilities.natural_seconds
         if song is not None:
-            song_key, song_seconds = await self._store_song(song)
-            plan = even_slot_plan(song_seconds, natural)
+            # on the song's bars; a song with no beat gets even slots (the answer says so)
+            song_key, song_seconds, analysis = await self._store_song(song, clip_seconds=natural)
+            plan = plan_song(song_seconds, analysis, natural).slots
         else:
             n = slots or DEFAULT_SLOTS_WITHOUT_SONG
             plan = [Slot(i, i * natural, natural) for i in range(n)]
@@ -84,7 +87,11 @@ class ProjectService:
             project = await self.open(project.id, by=by)
         return project
 
-    async def _store_song(self, data: bytes) -> tuple[str, float]:
+    async def _store_song(
+        self, data: bytes, *, clip_seconds: float
+    ) -> tuple[str, float, SongAnalysis]:
+        """Check, analyse and store a song; its analysis is kept beside it. Refused: not
+        audio, no audio track, silent, shorter than one slot, longer than the limit."""
         if len(data) > 100 * 1024 * 1024:
             raise InvalidSong("That song file is over 100 MB; send a compressed audio file.")
         tmp = Path(self.app.tmp_dir) / f"song-{secrets.token_hex(6)}.bin"
@@ -101,10 +108,27 @@ class ProjectService:
                 raise InvalidSong("That file has no audio track.")
             if not info.duration or info.duration < 1:
                 raise InvalidSong("That song is shorter than a second.")
+            if info.duration < clip_seconds:
+                raise InvalidSong(
+                    f"That song lasts {info.duration:.1f} s, shorter than one slot: the "
+                    f"video generator makes clips of {clip_seconds:g} s. Send a song of at "
+                    f"least {clip_seconds:g} s."
+                )
             if info.duration > MAX_SONG_SECONDS:
                 raise InvalidSong(
                     f"That song lasts {info.duration / 60:.0f} minutes; "
                     f"the limit is {MAX_SONG_SECONDS // 60}."
+                )
+            try:
+                analysis = await analyse_song(tmp)  # in a thread: a second or two
+            except NotAudio:
+                raise InvalidSong(
+                    "That file's audio could not be decoded. Send an MP3, M4A, WAV or OGG song."
+                ) from None
+            if analysis.silent:
+                raise InvalidSong(
+                    f"That song is silent (its level is {analysis.rms_db:.0f} dBFS); "
+                    "check the file and send it again."
                 )
             key = await asyncio.to_thread(
                 self.app.media.put_file,
@@ -112,7 +136,10 @@ class ProjectService:
                 "m4a" if info.audio_codec == "aac" else "bin",
                 move=True,
             )
-            return key, float(info.duration)
+            await asyncio.to_thread(
+                self.app.media.put_derived, key, DERIVED_NAME, analysis.to_json()
+            )
+            return key, float(info.duration), analysis
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -1,4 +1,5 @@
-"""Projects (moderators): /project create, status, open, close, backend, link, listing."""
+"""Projects (moderators): /project create, status, open, close, backend, link, listing;
+the slot plan: /project slots, split, merge, hint."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from discord.ext import commands
 
 from bot.frontend.checks import NO_MENTIONS
 from bot.frontend.cogs.base import CrowdcutCog
-from bot.frontend.render import project_embed
+from bot.frontend.limits import fit_content, fit_lines
+from bot.frontend.render import clock, project_embed, slot_row
 from bot.web.links import PageLinks
+from storage.models import Project
 
 if TYPE_CHECKING:
     from bot.frontend.client import CrowdcutBot
@@ -32,17 +35,25 @@ class Projects(CrowdcutCog):
     @commands.hybrid_group(name="project", fallback="status")
     @commands.guild_only()
     async def project(self, ctx: commands.Context[Any]) -> None:
-        """Show the current project: slots filled, candidates, leaders, time left."""
+        """Show the current project: each slot's time, bars, hint and the clip the cut
+        would take for it now; time left."""
         project = await self.project_here(ctx)
         assert project is not None
-        # the voting rules rank each slot (ties: fewer downs, then the earlier clip)
         overall, per_slot = await self.bot.cuts.leaderboard(project)
         candidates = {slot: len(ranked) for slot, ranked in per_slot.items()}
-        leaders = {slot: (ranked[0].clip_id, ranked[0].score) for slot, ranked in per_slot.items()}
+        # what the cut would take now, by the same choice as the cut (pins, votes, clips
+        # for any slot, reuse)
+        chosen = await self.bot.cuts.choose(project)
+        picks = {c.index: (c.clip_id, c.votes.get("score"), c.reused) for c in chosen if c.clip_id}
         counts = await self.app.store.job_counts(project.id)  # this server's, not everyone's
         queued = counts.get("queued", 0) + counts.get("submitted", 0) + counts.get("running", 0)
         embed = project_embed(
-            project, filled=len(candidates), candidates=candidates, leaders=leaders, queued=queued
+            project,
+            filled=sum(1 for c in chosen if not c.reused),
+            candidates=candidates,
+            picks=picks,
+            queued=queued,
+            plan_note=await self.bot.projects.plans.describe(project),
         )
         unslotted = len(overall) - sum(candidates.values())
         if unslotted:
@@ -80,11 +91,11 @@ class Projects(CrowdcutCog):
             song_name=song.filename if song else None,
             slots=slots,
         )
-        n = len(project.slot_plan)
+        plan = await self.bot.projects.plans.describe(project)
         url = await self.pages.project_url(project.id)
         await ctx.send(
-            f"🎞️ **{discord.utils.escape_markdown(project.title)}** is open: {n} slots of "
-            f"{project.slot_plan[0].duration:.1f}s. Prompt clips with `/prompt`, vote with "
+            f"🎞️ **{discord.utils.escape_markdown(project.title)}** is open: {plan} "
+            "Prompt clips with `/prompt`, vote with "
             f"{self.settings.vote_up_emoji} / {self.settings.vote_down_emoji}."
             + (f"\nStandings and, once approved, the video: <{url}>" if url else ""),
             allowed_mentions=NO_MENTIONS,
@@ -171,6 +182,67 @@ class Projects(CrowdcutCog):
             "closed. A moderator can now `/cut preview` and `/cut approve`.",
             allowed_mentions=NO_MENTIONS,
         )
+
+    # ------------------------------------------------------------------ the slot plan
+    @project.command(name="slots")
+    @app_commands.describe(count="How many slots (planned again on the song's bars)")
+    async def slots(self, ctx: commands.Context[Any], count: int) -> None:
+        """Plan the slots again with this many slots, on the song's bars (moderators)."""
+        project = await self.moderated_project(ctx)
+        await self._defer_for_analysis(ctx, project)
+        project, _ = await self.bot.projects.plans.set_count(project.id, count, by=ctx.author.id)
+        await self._plan_changed(ctx, project, "🎚️ Slots planned again:")
+
+    @project.command(name="split")
+    @app_commands.describe(slot="The slot to split in two (on the bar nearest its middle)")
+    async def split(self, ctx: commands.Context[Any], slot: int) -> None:
+        """Split a slot in two; the slots after it move up by one (moderators)."""
+        project = await self.moderated_project(ctx)
+        await self._defer_for_analysis(ctx, project)
+        project = await self.bot.projects.plans.split(project.id, slot - 1, by=ctx.author.id)
+        await self._plan_changed(ctx, project, f"✂️ Slot {slot} is now slots {slot} and {slot + 1}:")
+
+    @project.command(name="merge")
+    @app_commands.describe(slot="The slot to merge with the one after it")
+    async def merge(self, ctx: commands.Context[Any], slot: int) -> None:
+        """Merge a slot with the next one; the slots after them move down by one
+        (moderators)."""
+        project = await self.moderated_project(ctx)
+        project = await self.bot.projects.plans.merge(project.id, slot - 1, by=ctx.author.id)
+        await self._plan_changed(
+            ctx, project, f"🔗 Slots {slot} and {slot + 1} are now slot {slot}:"
+        )
+
+    @project.command(name="hint")
+    @app_commands.describe(
+        slot="The slot", text="A lyric line or a mood for prompters (empty: remove the hint)"
+    )
+    async def hint(self, ctx: commands.Context[Any], slot: int, *, text: str | None = None) -> None:
+        """Give a slot a hint for prompters: a lyric line, a mood (moderators)."""
+        project = await self.moderated_project(ctx)
+        project = await self.bot.projects.plans.set_hint(
+            project.id, slot - 1, text, by=ctx.author.id
+        )
+        s = project.slot_plan[slot - 1]
+        said = (
+            f"💬 Slot {slot} ({clock(s.start)}–{clock(s.end)}): "
+            f"{discord.utils.escape_markdown(s.hint)}"
+            if s.hint
+            else f"💬 Slot {slot} has no hint now."
+        )
+        await ctx.send(fit_content(said), allowed_mentions=NO_MENTIONS)
+
+    async def _defer_for_analysis(self, ctx: commands.Context[Any], project: Project) -> None:
+        # a project made before songs were analysed is analysed now: seconds. Otherwise
+        # the answer comes at once, and a refusal can still be shown to the moderator only
+        if not await self.bot.projects.plans.analysis_ready(project):
+            await ctx.defer()
+
+    async def _plan_changed(self, ctx: commands.Context[Any], project: Project, head: str) -> None:
+        note = await self.bot.projects.plans.describe(project)
+        rows = [slot_row(s) for s in project.slot_plan]
+        text = f"{head} {note}\n" + fit_lines(rows, 1500, more=lambda k: f"… and {k} more slots")
+        await ctx.send(fit_content(text), allowed_mentions=NO_MENTIONS)
 
 
 async def setup(bot: CrowdcutBot) -> None:
