@@ -176,13 +176,19 @@ async def test_extend_continues_from_the_last_frame_of_a_clip(guild):
 
 async def test_a_clip_over_the_upload_limit_is_re_encoded_to_fit(tmp_path):
     from bot.frontend.harness import bot_on_emulator
+    from bot.services.submissions import Author
     from tests.conftest import make_settings
     from tests.discord_env import Community
 
     async with bot_on_emulator(make_settings(tmp_path), upload_limit=60_000) as env:
         g = Community(env)
         await g.open_project()
-        clip = await g.prompt_and_post(g.alice, "busy detailed fractal storm", duration=3)
+        project = await env.app.store.current_project(env.emu.guild_id, g.channel)
+        # seed 2 of this prompt makes a ~180 kB clip: over the limit, and it can be shrunk
+        sub = await env.bot.submissions.submit(
+            project, Author(g.alice.id, "alice"), "busy detailed fractal storm", duration=3, seed=2
+        )
+        clip = await until(lambda: g._posted_clip(sub.job.id), timeout=60)
         original = env.app.media.path(clip.media_key).stat().st_size
         post = env.emu.get_message(g.channel, clip.message_id)
         assert original > 60_000, "the test clip must be over the limit"
