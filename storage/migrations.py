@@ -257,3 +257,47 @@ def m005_project_pages(db: Database) -> None:
         not_null={"public"},
         defaults={"public": 0},
     )
+
+
+@migrations()
+def m006_music_video(db: Database) -> None:
+    """The music video: a project's look (transition, fit, chain mode), clip lineage, cuts
+    known by their content, and renders as durable work."""
+    projects = db["projects"]
+    projects.add_column("transition", str)  # cut | crossfade | dip | zoom (null: cut)
+    projects.add_column("transition_beats", float)  # its length, in beats
+    projects.add_column("fit", str)  # hold | slow: how a short clip fills its slot
+    projects.add_column("chain_mode", int, not_null_default=0)
+    db["jobs"].add_column("lineage", str)  # extend | chain, with extends_clip_id its parent
+    db["clips"].add_column("parent_clip_id", int)
+    db["clips"].add_column("lineage", str)
+    cuts = db["cuts"]
+    cuts.add_column("identity", str)  # the content hash of the cut (which clip where, how)
+    cuts.add_column("storyboard_key", str)
+    cuts.add_column("preview_bytes", int)  # the byte target the preview was made for
+    db["renders"].create(
+        {
+            "id": int,
+            "project_id": int,
+            "kind": str,  # preview | final
+            "identity": str,  # the cut it renders
+            "slots": str,  # JSON: the selection when it was asked for
+            "state": str,  # pending | running | done | stale | failed
+            "attempts": int,
+            "next_attempt_at": float,
+            "requested_by": int,
+            "channel_id": int,
+            "upload_limit": int,  # the server's upload limit when it was asked for
+            "cut_id": int,
+            "progress": float,
+            "error": str,
+            "created_at": float,
+            "finished_at": float,
+        },
+        pk="id",
+        not_null={"project_id", "kind", "state", "created_at"},
+        defaults={"attempts": 0},
+        foreign_keys=[("project_id", "projects", "id")],
+    )
+    db["renders"].create_index(["state", "next_attempt_at"])
+    db["renders"].create_index(["project_id", "identity"])

@@ -61,6 +61,10 @@ class Project:
     approved_by: int | None = None
     approved_at: float | None = None
     backend: str | None = None  # a moderator's choice of generator; None: the configured order
+    transition: str | None = None  # cut | crossfade | dip | zoom (None: cut)
+    transition_beats: float | None = None  # its length in beats
+    fit: str | None = None  # hold | slow: how a clip shorter than its slot fills it
+    chain_mode: bool = False  # a prompt without an image continues the previous slot
 
 
 @dataclass
@@ -107,6 +111,7 @@ class Job:
     tries: int = 0
     model: str | None = None
     requested_seconds: float | None = None  # the length asked of the provider
+    lineage: str | None = None  # "extend" | "chain": how it continues extends_clip_id
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,8 @@ class Clip:
     anonymous: bool = False
     #: when crowdcut saw its post deleted (by a moderator): the clip is out of the vote
     post_deleted_at: float | None = None
+    parent_clip_id: int | None = None  # the clip it continues (/extend or chain mode)
+    lineage: str | None = None  # "extend" | "chain"
 
 
 @dataclass
@@ -177,6 +184,31 @@ class Cut:
     approved_by: int | None = None
     approved_at: float | None = None
     message_id: int | None = None
+    identity: str | None = None  # the content hash of the cut (bot.media.assembly)
+    storyboard_key: str | None = None
+    preview_bytes: int | None = None
+
+
+@dataclass
+class Render:
+    """A preview or final render waiting, running or done: durable work."""
+
+    id: int
+    project_id: int
+    kind: str  # "preview" | "final"
+    state: str  # pending | running | done | stale | failed
+    created_at: float
+    identity: str | None = None
+    slots: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    requested_by: int | None = None
+    channel_id: int | None = None
+    upload_limit: int | None = None
+    cut_id: int | None = None
+    progress: float | None = None
+    error: str | None = None
+    finished_at: float | None = None
 
 
 @dataclass
@@ -191,7 +223,7 @@ class AuditEntry:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-_BOOL_FIELDS = {"is_bot", "has_audio", "anonymous"}
+_BOOL_FIELDS = {"is_bot", "has_audio", "anonymous", "chain_mode"}
 
 
 def from_row(cls: type[T], row: dict[str, Any] | None) -> T | None:
@@ -208,7 +240,7 @@ def from_row(cls: type[T], row: dict[str, Any] | None) -> T | None:
             Slot(**{k: v for k, v in s.items() if k in slot_fields})
             for s in json.loads(data.get("slot_plan") or "[]")
         ]
-    elif cls is Cut:
+    elif cls is Cut or cls is Render:
         data["slots"] = json.loads(data.get("slots") or "[]")
     elif cls is AuditEntry:
         data["details"] = json.loads(data.get("details") or "{}")

@@ -423,6 +423,7 @@ class Store(OutboxMixin):
         image_key: str | None = None,
         slot: int | None = None,
         extends_clip_id: int | None = None,
+        lineage: str | None = None,
         moderation: str = "none",
         max_active: int | None = None,
     ) -> Job:
@@ -446,6 +447,7 @@ class Store(OutboxMixin):
                     "aspect": aspect,
                     "seed": seed,
                     "extends_clip_id": extends_clip_id,
+                    "lineage": lineage or ("extend" if extends_clip_id else None),
                     "state": QUEUED,
                     "moderation": moderation,
                     "attempts": 0,
@@ -698,6 +700,8 @@ class Store(OutboxMixin):
                     "has_audio": int(has_audio),
                     "size_bytes": size_bytes,
                     "slot": job.slot,
+                    "parent_clip_id": job.extends_clip_id,
+                    "lineage": job.lineage,
                     # clips are voted on in the project's channel, wherever the prompt came from
                     "channel_id": self._project_channel(job.project_id) or job.channel_id,
                     "created_at": now,
