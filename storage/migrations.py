@@ -301,3 +301,5 @@ def m006_music_video(db: Database) -> None:
     )
     db["renders"].create_index(["state", "next_attempt_at"])
     db["renders"].create_index(["project_id", "identity"])
+    # the dispatcher asks when each waiting member was last served
+    db["jobs"].create_index(["member_id", "submitted_at"])

@@ -526,12 +526,36 @@ class Store(OutboxMixin):
         ]
 
     @reader
-    def last_dispatch_by_member(self) -> dict[int, float]:
+    def next_dispatchable_jobs(self, now: float, per_member: int) -> list[Job]:
+        """The dispatcher's view: each member's first ``per_member`` jobs that may start
+        now (cleared, backoff over), oldest first — not the whole queue."""
+        return [
+            from_row(Job, r)  # type: ignore[misc]
+            for r in self.db.query(
+                "select * from (select *, row_number() over "
+                "(partition by member_id order by queued_at, id) as rn from jobs "
+                "where state = ? and moderation in ('none', 'approved') "
+                "and coalesce(next_attempt_at, 0) <= ?) where rn <= ? order by id",
+                [QUEUED, now, per_member],
+            )
+        ]
+
+    @reader
+    def last_dispatch_by_member(self, member_ids: Iterable[int] | None = None) -> dict[int, float]:
+        """When each member's last job was dispatched (of ``member_ids`` when given)."""
+        where, args = "submitted_at is not null", []
+        if member_ids is not None:
+            ids = list(set(member_ids))
+            if not ids:
+                return {}
+            where += f" and member_id in ({','.join('?' * len(ids))})"
+            args = ids
         return {
             r["member_id"]: r["t"]
             for r in self.db.query(
-                "select member_id, max(submitted_at) as t from jobs "
-                "where submitted_at is not null group by member_id"
+                f"select member_id, max(submitted_at) as t from jobs where {where} "
+                "group by member_id",
+                args,
             )
         }
 

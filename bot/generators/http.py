@@ -336,8 +336,8 @@ class ProviderHTTP:
                         if written > max_bytes:
                             raise self.error(K.NOT_VIDEO, "download: over the size limit")
                         f.write(chunk)
-                    f.flush()
-                    os.fsync(f.fileno())
+                # no fsync here (it would block the loop): the media store fsyncs the
+                # copy it keeps, and a torn temp file is simply downloaded again
                 if expected is not None and written < expected:
                     raise self.error(K.TRUNCATED, f"download: got {written} of {expected} bytes")
         except GeneratorError:

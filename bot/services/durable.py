@@ -103,6 +103,8 @@ class DurableWorker:
 
     async def _run(self) -> None:
         while True:
+            # cleared before claiming: work that ends while we claim wakes the next round
+            self._wake.clear()
             try:
                 await self.dispatch()
             except asyncio.CancelledError:
@@ -111,9 +113,13 @@ class DurableWorker:
                 pass  # the store has told the operator; claiming resumes when there is room
             except Exception:
                 log.exception("the %s loop failed; trying again shortly", self.name)
-            self._wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.idle_seconds)
+            # not wait_for: on Python 3.11 it can swallow the cancellation of stop()
+            # when the event is set in the same turn, and the loop would never end
+            try:
+                async with asyncio.timeout(self.idle_seconds):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
 
     def spawn(self, key: Hashable, work: Awaitable[None], **tags: object) -> asyncio.Task[None]:
         """Run one claimed item as a task; ``tags`` are set on it for the subclass."""

@@ -234,10 +234,11 @@ class GenerationWorker(DurableWorker):
         free = self.free
         if free <= 0:
             return []
-        waiting = await self.store.dispatchable_jobs()
+        # each member's next few jobs are enough to choose from: not the whole queue
+        waiting = await self.store.next_dispatchable_jobs(self.clock(), free)
         if not waiting:
             return []
-        last = await self.store.last_dispatch_by_member()
+        last = await self.store.last_dispatch_by_member(j.member_id for j in waiting)
         running_by_member: Counter[int] = Counter()
         for t in self._tasks.values():
             m = getattr(t, "crowdcut_member", None)
@@ -403,6 +404,7 @@ class GenerationWorker(DurableWorker):
         """Poll (and download) one provider job until it ends. Transient trouble is
         retried here, on this id, with backoff: never a second submission."""
         last_progress = -1.0
+        last_written = -1e18
         failures = 0
         first_failure: float | None = None
         expired_once = False
@@ -423,11 +425,17 @@ class GenerationWorker(DurableWorker):
             failures, first_failure = 0, None
             if status.state in (JobState.QUEUED, JobState.RUNNING):
                 p = status.progress
+                # progress is written (and so shown) at most once per STATUS_EDIT_SECONDS
                 if status.state == JobState.RUNNING and (
-                    p is None or p - last_progress >= 0.05 or current.state != RUNNING
+                    current.state != RUNNING
+                    or (
+                        (p is None or p - last_progress >= 0.05)
+                        and self.clock() - last_written >= self.settings.status_edit_seconds
+                    )
                 ):
                     await self.store.mark_running(job.id, p)
                     last_progress = p if p is not None else last_progress
+                    last_written = self.clock()
                     await self._notify(await self.store.get_job(job.id))
                 await gen.wait(pid, self.settings.poll_seconds)
             elif status.state == JobState.DONE:
