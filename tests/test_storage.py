@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 
@@ -242,3 +243,39 @@ def test_the_database_survives_a_second_connection_reading_during_a_write(tmp_pa
         # a reader sees the last committed state while the write is open (WAL)
         assert conn.execute("select count(*) from jobs").fetchone()[0] == 0
     assert conn.execute("select count(*) from jobs").fetchone()[0] == 1
+
+
+def test_forgetting_a_member_withdraws_unapproved_cuts_that_show_their_clips(store):
+    p = project(store)
+    theirs = clip(store, job(store, p, member=5))
+    other = clip(store, job(store, p, member=6))
+    shows_them = store.save_cut(
+        project_id=p.id,
+        slots=[{"index": 0, "clip_id": theirs.id}, {"index": 1, "clip_id": other.id}],
+        master_key="m" * 64 + ".mp4",
+        preview_key="v" * 64 + ".mp4",
+        manifest_key="j" * 64 + ".json",
+        created_by=9,
+    )
+    clean = store.save_cut(
+        project_id=p.id,
+        slots=[{"index": 0, "clip_id": other.id}],
+        master_key="n" * 64 + ".mp4",
+        preview_key=None,
+        manifest_key=None,
+        created_by=9,
+    )
+    store.db.execute(
+        "insert into renders (project_id, kind, state, slots, created_at) values (?, ?, ?, ?, 0)",
+        [p.id, "preview", "pending", json.dumps([{"clip_id": theirs.id}])],
+    )
+    store.db.execute("update cuts set message_id = 77 where id = ?", [shows_them.id])
+    out = store.forget_member(5)
+    assert out["withdrawn_cuts"] == 1
+    assert store.get_cut(shows_them.id) is None and store.get_cut(clean.id) is not None
+    # its files are free to delete, and its preview post comes down from the channel
+    assert {"m" * 64 + ".mp4", "v" * 64 + ".mp4", "j" * 64 + ".json"} <= set(
+        out["orphaned_media"]
+    )
+    assert (2, 77) in out["messages"]
+    assert store.db.execute("select state from renders").fetchone()[0] == "stale"
