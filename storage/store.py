@@ -45,7 +45,7 @@ from storage.models import (
     Vote,
     from_row,
 )
-from storage.outbox import DELETE_MESSAGE, POST_CLIP, POST_CUT, REACT, STATUS, OutboxMixin
+from storage.outbox import DELETE_MESSAGE, POST_CLIP, REACT, STATUS, OutboxMixin
 from storage.pages import PageClip, PublicProject
 
 log = logging.getLogger(__name__)
@@ -355,6 +355,15 @@ class Store(OutboxMixin):
             self.db["members"].upsert(
                 {"id": member_id, "name": "anonymous", "forgotten_at": self._now()}, pk="id"
             )
+            # cuts not approved yet that show a dropped clip are withdrawn (their previews,
+            # manifests and storyboards name the member); renders of them are stale
+            withdrawn = self._withdraw_cuts_showing({c.id for c in drop_clips})  # type: ignore[union-attr]
+            for cut in withdrawn:
+                media |= {
+                    k
+                    for k in (cut.master_key, cut.preview_key, cut.manifest_key, cut.storyboard_key)
+                    if k
+                }
             still_used = self._media_keys_in_use(media)
             messages = [
                 (c.channel_id, c.message_id)
@@ -366,20 +375,15 @@ class Store(OutboxMixin):
                 for j in jobs  # type: ignore[union-attr]
                 if j.id not in kept_job_ids and j.channel_id and j.status_message_id
             ]
+            for cut in withdrawn:
+                channel = self._project_channel(cut.project_id)
+                if cut.message_id and channel:
+                    messages.append((channel, cut.message_id))
             # the posts come down from the channel too, as durable work; effects still
             # waiting for what is gone are dropped
             gone = [f"{STATUS}:{j.id}" for j in jobs if j.id not in kept_job_ids]  # type: ignore[union-attr]
             gone += [f"{k}:{c.id}" for c in drop_clips for k in (POST_CLIP, REACT)]  # type: ignore[union-attr]
             self._drop_effects(gone)
-            # cuts not approved yet that show a dropped clip are withdrawn (their previews,
-            # manifests and storyboards name the member); renders of them are stale
-            withdrawn = self._withdraw_cuts_showing({c.id for c in drop_clips})  # type: ignore[union-attr]
-            for cut in withdrawn:
-                media |= {
-                    k
-                    for k in (cut.master_key, cut.preview_key, cut.manifest_key, cut.storyboard_key)
-                    if k
-                }
             for channel_id, message_id in messages:
                 self._enqueue(
                     DELETE_MESSAGE,
@@ -391,31 +395,11 @@ class Store(OutboxMixin):
             "jobs": dropped_jobs,
             "clips": len(drop_clips),
             "kept_clips": len(kept_clips),
-            for cut in withdrawn:
-                channel = self._project_channel(cut.project_id)
-                if cut.message_id and channel:
-                    messages.append((channel, cut.message_id))
             "votes": n_votes,
+            "withdrawn_cuts": len(withdrawn),
             "orphaned_media": sorted(media - still_used),
         }
 
-    def _media_keys_in_use(self, keys: set[str]) -> set[str]:
-        if not keys:
-            return set()
-        ks = list(keys)
-        marks = ",".join("?" * len(ks))
-        used = {
-            r[0]
-            for r in self.db.execute(
-                f"select media_key from clips where media_key in ({marks})", ks
-            )
-        }
-        used |= {
-            r[0]
-            "withdrawn_cuts": len(withdrawn),
-            for r in self.db.execute(f"select image_key from jobs where image_key in ({marks})", ks)
-        }
-        used |= {
     def _withdraw_cuts_showing(self, clip_ids: set[int]) -> list[Cut]:
         """Delete the unapproved cuts that show any of ``clip_ids``; mark waiting renders of
         them stale. Returns the cuts as they were (for their files and posts)."""
@@ -437,11 +421,34 @@ class Store(OutboxMixin):
                 )
         return gone  # type: ignore[return-value]
 
+    def _media_keys_in_use(self, keys: set[str]) -> set[str]:
+        if not keys:
+            return set()
+        ks = list(keys)
+        marks = ",".join("?" * len(ks))
+        used = {
+            r[0]
+            for r in self.db.execute(
+                f"select media_key from clips where media_key in ({marks})", ks
+            )
+        }
+        used |= {
+            r[0]
+            for r in self.db.execute(f"select image_key from jobs where image_key in ({marks})", ks)
+        }
+        used |= {
             r[0]
             for r in self.db.execute(
                 f"select song_key from projects where song_key in ({marks})", ks
             )
         }
+        for column in ("master_key", "preview_key", "manifest_key", "storyboard_key"):
+            used |= {
+                r[0]
+                for r in self.db.execute(
+                    f"select {column} from cuts where {column} in ({marks})", ks
+                )
+            }
         return used
 
     # ------------------------------------------------------------------ jobs
@@ -458,13 +465,6 @@ class Store(OutboxMixin):
         image_key: str | None = None,
         slot: int | None = None,
         extends_clip_id: int | None = None,
-        for column in ("master_key", "preview_key", "manifest_key", "storyboard_key"):
-            used |= {
-                r[0]
-                for r in self.db.execute(
-                    f"select {column} from cuts where {column} in ({marks})", ks
-                )
-            }
         lineage: str | None = None,
         moderation: str = "none",
         max_active: int | None = None,
