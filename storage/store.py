@@ -281,6 +281,21 @@ class Store(OutboxMixin):
             )
         ]
 
+    # ---- project style
+    # How a project's cut looks and how its prompts chain: the transition, its length in
+    # beats, how a short clip fills its slot, and chain mode (m006).
+    def set_project_style(self, project_id: int, changes: dict[str, Any]) -> Project:
+        """Change some of ``transition``, ``transition_beats``, ``fit`` and ``chain_mode``
+        (the caller validated them); the others keep their values."""
+        allowed = {"transition", "transition_beats", "fit", "chain_mode"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"not a style setting: {sorted(unknown)}")
+        if changes:
+            row = {k: int(v) if k == "chain_mode" else v for k, v in changes.items()}
+            self._update("projects", project_id, row)
+        return self.get_project(project_id)  # type: ignore[return-value]
+
     # ------------------------------------------------------------------ members
     def upsert_member(self, member_id: int, name: str, *, is_bot: bool = False) -> Member:
         existing = self.get_member(member_id)

@@ -39,6 +39,13 @@ def quote(text: str, limit: int = 300) -> str:
     return "> " + text.replace("\n", " ")
 
 
+def parent_text(parent_clip_id: int, lineage: str | None) -> str:
+    """How a clip continues its parent: "continues clip #N (chain)" / "extends clip #N"."""
+    if lineage == "chain":
+        return f"continues clip #{parent_clip_id} (chain)"
+    return f"extends clip #{parent_clip_id}"
+
+
 def status_text(
     job: Job, author: str, position: Position | None = None, clip_url: str | None = None
 ) -> str:
@@ -48,7 +55,7 @@ def status_text(
         f"{clip_label(job.slot)} · {job.duration or 0:g}s · {job.aspect}"
     )
     if job.extends_clip_id:
-        head += f" · extends clip #{job.extends_clip_id}"
+        head += f" · {parent_text(job.extends_clip_id, job.lineage)}"
     lines = [head, quote(job.prompt)]
     if job.state == "queued" and job.moderation == "pending":
         lines.append("🛡️ Waiting for a moderator to approve this prompt.")
@@ -94,8 +101,9 @@ def clip_embed(
     e.add_field(name="Author", value=discord.utils.escape_markdown(author))
     e.add_field(name="Slot", value=clip_label(clip.slot))
     e.add_field(name="Length", value=f"{clip.duration or 0:.1f}s")
-    if job.extends_clip_id:
-        e.add_field(name="Extends", value=f"clip #{job.extends_clip_id}")
+    parent = clip.parent_clip_id or job.extends_clip_id
+    if parent:
+        e.add_field(name="Parent", value=parent_text(parent, clip.lineage or job.lineage))
     if job.backend:
         e.add_field(name="Made with", value=generator_label(job))
     e.set_footer(text=f"crowdcut clip #{clip.id} · vote with {up_emoji} / {down_emoji}")
@@ -127,6 +135,11 @@ def clip_info_embed(
             name="Votes", value=f"{up_emoji} {up} · {down_emoji} {down} · score {up - down}"
         )
     e.add_field(name="Size", value=f"{clip.width}×{clip.height} · {clip.duration or 0:.1f}s")
+    parent = clip.parent_clip_id or (job.extends_clip_id if job else None)
+    if parent:
+        e.add_field(
+            name="Parent", value=parent_text(parent, clip.lineage or (job.lineage if job else None))
+        )
     if jump_url:
         e.add_field(name="Message", value=jump_url, inline=False)
     return fit_embed(e)
@@ -161,6 +174,20 @@ def slot_row(
     return line
 
 
+def style_text(project: Project) -> str:
+    """A project's style on one line: transition and its length in beats, fit, chain mode."""
+    transition = project.transition or "cut"
+    if transition == "cut":
+        parts = ["hard cuts"]
+    else:
+        beats = project.transition_beats or 0.5  # the cut's default (bot.services.cuts)
+        parts = [f"{transition} of {beats:g} beat{'' if beats == 1 else 's'}"]
+    fit = project.fit or "hold"
+    parts.append("short clips held on their last frame" if fit == "hold" else "short clips slowed")
+    parts.append("chain mode on" if project.chain_mode else "chain mode off")
+    return " · ".join(parts)
+
+
 def project_embed(
     project: Project,
     *,
@@ -183,6 +210,7 @@ def project_embed(
         )
     if plan_note:
         e.add_field(name="Plan", value=plan_note, inline=False)
+    e.add_field(name="Style", value=style_text(project), inline=False)
     if project.voting_ends_at and project.state == "open":
         e.add_field(name="Voting ends", value=f"<t:{int(project.voting_ends_at)}:R>")
     rows = [

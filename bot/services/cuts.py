@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bot.app import App
@@ -19,6 +19,8 @@ from bot.core.cut import Candidate, Choice, select_cut
 from bot.core.voting import Tally, rank
 from bot.errors import InvalidState, NotFound
 from bot.media.assembly import AssemblyResult, CutSlot, assemble
+from bot.media.beats import cached
+from bot.media.segments import CutOptions
 from bot.media.storyboard import storyboard
 from bot.services import scope
 from storage.models import APPROVED, CLOSED, OPEN, Clip, Cut, Job, Project
@@ -26,6 +28,11 @@ from storage.models import APPROVED, CLOSED, OPEN, Clip, Cut, Job, Project
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
+
+#: a transition's length when the project names none, in beats
+DEFAULT_TRANSITION_BEATS = 0.5
+#: the length of a beat when the song has no tempo (or there is no song): 120 BPM
+SECONDS_PER_BEAT_WITHOUT_TEMPO = 0.5
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,13 @@ class CutService:
         choices = select_cut(len(project.slot_plan), candidates, pins=pins, excluded=excluded)
         names = await self.store.member_names(c.member_id for c in clips.values())
         jobs = await self.store.get_jobs(clips[ch.clip_id].job_id for ch in choices)
-        return [
+        chosen = [
             self._cut_slot(
                 project, ch, clips[ch.clip_id], jobs.get(clips[ch.clip_id].job_id), tallies, names
             )
             for ch in choices
         ]
+        return mark_broken_continuity(chosen, clips)
 
     def _cut_slot(
         self,
@@ -94,8 +102,8 @@ class CutService:
             post_deleted=clip.post_deleted_at is not None,
             media_key=clip.media_key,
             pinned=ch.reason == "pinned",
-            # lineage, once clips record the clip they extend
-            parent_clip_id=getattr(clip, "parent_clip_id", None),
+            parent_clip_id=clip.parent_clip_id,
+            lineage=(clip.lineage or "extend") if clip.parent_clip_id is not None else "",
         )
 
     async def leaderboard(self, project: Project) -> tuple[list[Tally], dict[int, list[Tally]]]:
@@ -174,6 +182,7 @@ class CutService:
         out_dir.mkdir(parents=True, exist_ok=True)
         song = self.app.media.path(project.song_key) if project.song_key else None
         s = self.settings
+        style = await self.cut_options(project)
         result = await assemble(
             slots,
             song,
@@ -187,6 +196,9 @@ class CutService:
             progress=progress,
             song_key=project.song_key,
             credits_seconds=None,  # as long as the roll needs to be read
+            transition=style.transition,
+            transition_seconds=style.transition_seconds,
+            fit=style.fit,
             # segments are kept between renders: a re-cut renders only what changed
             cache_dir=s.data_dir / "segments",
         )
@@ -203,6 +215,17 @@ class CutService:
             created_by=by,
         )
         return Rendered(cut, result)
+
+    async def cut_options(self, project: Project) -> CutOptions:
+        """The project's style as the render takes it: its transition, that many beats long
+        at the song's tempo (from its stored analysis; 0.5 s a beat without one), its fit."""
+        tempo = None
+        if project.song_key:
+            analysis = await asyncio.to_thread(cached, self.app.media, project.song_key)
+            tempo = analysis.tempo if analysis is not None else None
+        s = self.settings
+        return style_options(project, tempo, width=s.video_width, height=s.video_height,
+                             fps=s.video_fps)  # fmt: skip
 
     async def storyboard(self, project: Project, dest: Path) -> Path:
         slots = await self.choose(project)
@@ -257,6 +280,40 @@ class CutService:
         return approved
 
 
+def style_options(
+    project: Project, tempo: float | None, *, width: int, height: int, fps: int
+) -> CutOptions:
+    """``CutOptions`` for ``project``'s style: ``transition_beats`` beats (default
+    :data:`DEFAULT_TRANSITION_BEATS`) at ``tempo`` BPM, 0.5 s a beat without a tempo."""
+    transition = project.transition or "cut"
+    seconds = 0.0
+    if transition != "cut":
+        beats = project.transition_beats or DEFAULT_TRANSITION_BEATS
+        beat = 60.0 / tempo if tempo else SECONDS_PER_BEAT_WITHOUT_TEMPO
+        seconds = beats * beat
+    return CutOptions(width=width, height=height, fps=fps, transition=transition,
+                      transition_seconds=seconds, fit=project.fit or "hold")  # fmt: skip
+
+
+def mark_broken_continuity(slots: list[CutSlot], clips: dict[int, Clip]) -> list[CutSlot]:
+    """Flag each slot whose clip continues a clip that the slot before no longer plays: a
+    chained clip whose slot N−1 now has another winner, or an extension of slot N−1's
+    former clip. A reused clip (a stand-in) is not flagged."""
+    by_index = {s.index: s for s in slots}
+    out = []
+    for s in slots:
+        broken = False
+        parent = clips.get(s.parent_clip_id) if s.parent_clip_id is not None else None
+        before = by_index.get(s.index - 1)
+        continues_previous = s.lineage == "chain" or (
+            parent is not None and parent.slot is not None and parent.slot == s.index - 1
+        )
+        if s.parent_clip_id is not None and not s.reused and s.index > 0 and continues_previous:
+            broken = before is None or before.clip_id != s.parent_clip_id
+        out.append(replace(s, continuity_broken=broken) if broken else s)
+    return out
+
+
 def _slot_record(s: CutSlot) -> dict[str, object]:
     return {
         "index": s.index,
@@ -272,4 +329,6 @@ def _slot_record(s: CutSlot) -> dict[str, object]:
         "post_deleted": s.post_deleted,
         "pinned": s.pinned,
         "parent_clip_id": s.parent_clip_id,
+        "lineage": s.lineage or None,
+        "continuity_broken": s.continuity_broken,
     }

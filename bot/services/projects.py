@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from bot.core import projects as rules
 from bot.errors import InvalidClip, InvalidState, NotFound, UserFacingError
 from bot.media.beats import DERIVED_NAME, NotAudio, SongAnalysis, analyse_song
 from bot.media.probe import probe_async
+from bot.media.segments import FITS, TRANSITIONS
 from bot.services.slot_plans import SlotPlanService, plan_song
 from storage.models import Project, Slot
 
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 
 MAX_SONG_SECONDS = 20 * 60
 DEFAULT_SLOTS_WITHOUT_SONG = 8
+MAX_TRANSITION_BEATS = 4.0
 
 
 class InvalidSong(UserFacingError):
@@ -199,6 +202,57 @@ class ProjectService:
             project_id=p.id,
             target=f"project:{p.id}",
             details={"backend": name},
+        )
+        return p
+
+    async def set_style(
+        self,
+        project_id: int,
+        *,
+        by: int,
+        transition: str | None = None,
+        beats: float | None = None,
+        fit: str | None = None,
+        chain: bool | None = None,
+    ) -> Project:
+        """Change the project's style: its transition (cut, crossfade, dip, zoom), the
+        transition's length in beats, how a short clip fills its slot (hold, slow) and chain
+        mode. What is not given keeps its value; every change is audited."""
+        p = await self.get(project_id)
+        changes: dict[str, object] = {}
+        if transition is not None:
+            name = transition.strip().lower()
+            if name not in TRANSITIONS:
+                raise InvalidState(
+                    f"“{transition}” is not a transition; choose one of {', '.join(TRANSITIONS)}."
+                )
+            changes["transition"] = name
+        if beats is not None:
+            if not (math.isfinite(beats) and 0 < beats <= MAX_TRANSITION_BEATS):
+                raise InvalidState(
+                    f"A transition lasts a fraction of a beat up to {MAX_TRANSITION_BEATS:g} "
+                    f"beats (0.5 is half a beat); {beats:g} is not."
+                )
+            changes["transition_beats"] = float(beats)
+        if fit is not None:
+            how = fit.strip().lower()
+            if how not in FITS:
+                raise InvalidState(
+                    f"“{fit}” is not a fit; choose hold (the last frame is held) or slow "
+                    "(the clip is slowed down to fill its slot)."
+                )
+            changes["fit"] = how
+        if chain is not None:
+            changes["chain_mode"] = bool(chain)
+        if not changes:
+            return p
+        p = await self.store.set_project_style(p.id, changes)
+        await self.store.audit(
+            "set_style",
+            actor_id=by,
+            project_id=p.id,
+            target=f"project:{p.id}",
+            details=changes,
         )
         return p
 

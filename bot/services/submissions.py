@@ -17,9 +17,10 @@ from bot.generators.base import Generator
 from bot.media.clips import last_frame_png
 from bot.media.images import check_reference_image_async
 from bot.services import scope
+from bot.services.cuts import CutService
 from bot.services.usage import UsageService
 from bot.services.worker import GenerationWorker
-from storage.models import Job, Project
+from storage.models import Clip, Job, Project
 from storage.store import QuotaFull
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ ASPECTS = ("16:9", "9:16", "1:1")
 class Submission:
     job: Job
     position: Position | None  # None while it waits for a moderator
+    note: str | None = None  # for the receipt (chain mode: what the prompt continues)
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,14 @@ class SubmissionService:
         channel_id: int | None = None,
         extends_clip_id: int | None = None,
         seed: int | None = None,
+        lineage: str | None = None,
     ) -> Submission:
         """Validate everything, then queue. Raises a ``UserFacingError`` saying what is wrong;
-        nothing is stored unless everything passed."""
+        nothing is stored unless everything passed.
+
+        In chain mode a prompt for slot N ≥ 2 without an image continues slot N−1's current
+        winner: that clip's last frame is its reference, and the job records it as its
+        parent (lineage "chain"); with no winner there yet it goes on from text alone."""
         s = self.settings
         if project is None:
             raise NotFound("There is no open project here. A moderator can start one.")
@@ -101,13 +108,29 @@ class SubmissionService:
                 f"Aspect {aspect!r} is not offered; choose one of {', '.join(ASPECTS)}."
             )
         generator = self.worker.router.primary(project.backend)
-        seconds = _check_capabilities(generator, text, duration, aspect, image is not None)
+        note = None
+        chain_from: Clip | None = None
+        if project.chain_mode and image is None and extends_clip_id is None and slot:
+            if not generator.capabilities.image_input:
+                note = "Chain mode: this server's video generator works from text alone."
+            elif (chain_from := await self._previous_winner(project, slot)) is not None:
+                note = (
+                    f"Chain mode: it continues clip #{chain_from.id}, slot {slot}'s winner "
+                    "now, from its last frame."
+                )
+            else:
+                note = f"Chain mode: slot {slot} has no winner yet; it starts from your text alone."
+        has_image = image is not None or chain_from is not None
+        seconds = _check_capabilities(generator, text, duration, aspect, has_image)
         # cheap check first, so a member over quota is told before an image upload is decoded
         active = await self.store.count_active_jobs(author.id)
         if active >= s.max_jobs_per_member:
             raise QuotaExceeded(_quota_text(active, s.max_jobs_per_member))
         # cheap check before the image is decoded and stored; repeated at the insert
         await self.usage.check_budget(project, author.id, generator.name, seconds)
+        if chain_from is not None:
+            image = await self._last_frame(chain_from)
+            extends_clip_id, lineage = chain_from.id, "chain"
         image_key = None
         if image is not None:
             checked = await check_reference_image_async(
@@ -130,6 +153,7 @@ class SubmissionService:
                     image_key=image_key,
                     slot=slot,
                     extends_clip_id=extends_clip_id,
+                    lineage=lineage,
                     moderation=moderation,
                     max_active=s.max_jobs_per_member,
                 )
@@ -137,9 +161,28 @@ class SubmissionService:
             raise QuotaExceeded(_quota_text(full.active, s.max_jobs_per_member)) from None
         log.info("job %s queued for member %s (project %s)", job.id, author.id, project.id)
         if moderation == "pending":
-            return Submission(job, None)
+            return Submission(job, None, note)
         self.worker.wake()
-        return Submission(job, await self.worker.position(job.id))
+        return Submission(job, await self.worker.position(job.id), note)
+
+    async def _previous_winner(self, project: Project, slot: int) -> Clip | None:
+        """The clip the cut would take for slot ``slot - 1`` right now; None when that slot
+        has no clip of its own (a stand-in reused from elsewhere is not its winner)."""
+        # the cut's own choice, not a copy of it
+        for chosen in await CutService(self.app).choose(project):
+            if chosen.index == slot - 1 and chosen.clip_id is not None and not chosen.reused:
+                return await self.store.get_clip(chosen.clip_id)
+        return None
+
+    async def _last_frame(self, clip: Clip) -> bytes:
+        """The clip's last frame as PNG bytes (through a temporary file)."""
+        src = self.app.media.path(clip.media_key)
+        dest = Path(self.app.tmp_dir) / f"lastframe-{clip.id}-{secrets.token_hex(4)}.png"
+        try:
+            await last_frame_png(src, dest)
+            return await asyncio.to_thread(dest.read_bytes)
+        finally:
+            dest.unlink(missing_ok=True)
 
     async def extend(
         self,
@@ -156,13 +199,7 @@ class SubmissionService:
         clip = await scope.clip_in(self.store, clip_id, project.guild_id)
         if clip.project_id != project.id:
             raise InvalidState(f"Clip #{clip_id} belongs to another project.")
-        src = self.app.media.path(clip.media_key)
-        dest = Path(self.app.tmp_dir) / f"lastframe-{clip_id}-{secrets.token_hex(4)}.png"
-        try:
-            await last_frame_png(src, dest)
-            frame = await asyncio.to_thread(dest.read_bytes)
-        finally:
-            dest.unlink(missing_ok=True)
+        frame = await self._last_frame(clip)
         kwargs.setdefault(
             "slot",
             None
@@ -170,7 +207,13 @@ class SubmissionService:
             else min(clip.slot + 1, max(0, len(project.slot_plan if project else []) - 1)),
         )
         return await self.submit(
-            project, author, prompt, image=frame, extends_clip_id=clip_id, **kwargs
+            project,
+            author,
+            prompt,
+            image=frame,
+            extends_clip_id=clip_id,
+            lineage="extend",
+            **kwargs,
         )  # type: ignore[arg-type]
 
     async def cancel(

@@ -1,5 +1,5 @@
-"""Projects (moderators): /project create, status, open, close, backend, link, listing;
-the slot plan: /project slots, split, merge, hint."""
+"""Projects (moderators): /project create, status, open, close, backend, style, link,
+listing; the slot plan: /project slots, split, merge, hint."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from discord.ext import commands
 from bot.frontend.checks import NO_MENTIONS
 from bot.frontend.cogs.base import CrowdcutCog
 from bot.frontend.limits import fit_content, fit_lines
-from bot.frontend.render import clock, project_embed, slot_row
+from bot.frontend.render import clock, project_embed, slot_row, style_text
 from bot.web.links import PageLinks
 from storage.models import Project
 
@@ -130,6 +130,31 @@ class Projects(CrowdcutCog):
         else:
             text = f"🎛️ New prompts in this project go to the default order: {', '.join(order)}."
         await ctx.send(text, allowed_mentions=NO_MENTIONS)
+
+    @project.command(name="style")
+    @app_commands.describe(
+        transition="How one clip gives way to the next: cut, crossfade, dip or zoom",
+        beats="The transition's length in beats (0.5: half a beat)",
+        fit="A clip shorter than its slot: hold its last frame, or slow it down",
+        chain="On: a prompt without an image continues the previous slot's winner",
+    )
+    async def style(
+        self,
+        ctx: commands.Context[Any],
+        transition: str | None = None,
+        beats: float | None = None,
+        fit: str | None = None,
+        chain: bool | None = None,
+    ) -> None:
+        """Set the cut's transition and its length in beats, how short clips fill their
+        slot, and chain mode; without options, show them (moderators)."""
+        project = await self.moderated_project(ctx)
+        project = await self.bot.projects.set_style(
+            project.id, by=ctx.author.id, transition=transition, beats=beats, fit=fit, chain=chain
+        )
+        changed = any(v is not None for v in (transition, beats, fit, chain))
+        head = "🎨 The project's style is now" if changed else "🎨 The project's style:"
+        await ctx.send(f"{head} {style_text(project)}.", allowed_mentions=NO_MENTIONS)
 
     @project.command(name="link")
     @app_commands.describe(new="Give the page a new address; the old one stops working")

@@ -116,7 +116,8 @@ class Prompting(CrowdcutCog):
                 where = (
                     f"position {sub.position.position}, ETA {format_eta(sub.position.eta_seconds)}"
                 )
-            await ctx.send(f"✅ Accepted as job #{job.id} — {where}.", ephemeral=True)
+            note = f"\n{sub.note}" if sub.note else ""
+            await ctx.send(f"✅ Accepted as job #{job.id} — {where}.{note}", ephemeral=True)
         if job.moderation == "pending":
             from bot.frontend.views import send_for_approval
 
