@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -119,9 +120,13 @@ async def _session(env: BotOnEmulator, song: Path, n_members: int) -> dict[str, 
     _say(f"  mod_mira: /project close → {_text(await it.wait_reply(timeout=60))}")
     started = time.monotonic()
     it = await emu.invoke_slash(mod.id, channel, "cut", subcommand="preview")
-    preview = await it.wait_reply(timeout=300)
+    _say(f"  mod_mira: /cut preview → {_text(await it.wait_reply(timeout=30))}")
+    # the render is queued work: its post comes when it is done
+    preview = await emu.wait_for_message(
+        channel, lambda m: m["content"].startswith("🎬 Preview of cut #"), timeout=300
+    )
     _say(
-        f"  mod_mira: /cut preview → {_text(preview)} "
+        f"  the preview is posted → {_text(preview)} "
         f"({len(preview.get('attachments', []))} files, {time.monotonic() - started:.0f} s)"
     )
     approve_id = next(
@@ -147,7 +152,16 @@ async def _session(env: BotOnEmulator, song: Path, n_members: int) -> dict[str, 
         await asyncio.sleep(0.05)
     project = await app.store.get_project(project.id)
     assert project is not None and project.state == "approved"
+    # the approved cut's files, out of the media store under the names people expect
+    cut = await app.store.latest_cut(project.id, "approved")
+    assert cut is not None
     out_dir = app.settings.renders_dir / f"project-{project.id}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for key, name in ((cut.master_key, "master.mp4"), (cut.preview_key, "preview.mp4"),
+                      (cut.manifest_key, "manifest.json"),
+                      (cut.storyboard_key, "storyboard.png")):  # fmt: skip
+        if key:
+            await asyncio.to_thread(shutil.copyfile, app.media.path(key), out_dir / name)
     return {
         "video": out_dir / "master.mp4",
         "preview": out_dir / "preview.mp4",

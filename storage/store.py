@@ -41,11 +41,12 @@ from storage.models import (
     Member,
     Override,
     Project,
+    Render,
     Slot,
     Vote,
     from_row,
 )
-from storage.outbox import DELETE_MESSAGE, POST_CLIP, REACT, STATUS, OutboxMixin
+from storage.outbox import DELETE_MESSAGE, POST_CLIP, POST_CUT, REACT, STATUS, OutboxMixin
 from storage.pages import PageClip, PublicProject
 
 log = logging.getLogger(__name__)
@@ -1390,6 +1391,184 @@ class Store(OutboxMixin):
                 f"select state, count(*) as n from jobs {where} group by state", args
             )
         }
+
+    # ---- renders
+    # Previews and final cuts as durable work (bot.services.renders): a row per render,
+    # claimed by the render worker; its completion, the cut it made and the POST_CUT
+    # effect that publishes it are written in one transaction.
+    def enqueue_render(
+        self,
+        *,
+        project_id: int,
+        kind: str,
+        identity: str,
+        slots: list[dict[str, Any]],
+        requested_by: int | None,
+        channel_id: int | None,
+        upload_limit: int | None,
+    ) -> tuple[Render, bool]:
+        """Queue a render; returns it and whether it is new. A pending or running render of
+        the same project, kind and identity is reused (two presses, one render); so is a
+        final of that identity already done and not stale (two approvals, one video)."""
+        with self.db.atomic():
+            states = ["pending", "running"]
+            if kind == "final":
+                states.append("done")
+            marks = ",".join("?" * len(states))
+            same = self._one(
+                Render,
+                "renders",
+                f"project_id = ? and kind = ? and identity = ? and state in ({marks})",
+                [project_id, kind, identity, *states],
+                order_by="id desc",
+            )
+            if same is not None:
+                return same, False
+            now = self._now()
+            pk = self._insert(
+                "renders",
+                {
+                    "project_id": project_id,
+                    "kind": kind,
+                    "identity": identity,
+                    "slots": json.dumps(slots),
+                    "state": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "requested_by": requested_by,
+                    "channel_id": channel_id,
+                    "upload_limit": upload_limit,
+                    "created_at": now,
+                },
+            )
+        return self.get_render(pk), True  # type: ignore[return-value]
+
+    @reader
+    def get_render(self, render_id: int) -> Render | None:
+        return self._one(Render, "renders", "id = ?", [render_id])
+
+    @reader
+    def project_renders(self, project_id: int) -> list[Render]:
+        return [
+            from_row(Render, r)  # type: ignore[misc]
+            for r in self._rows("renders", "project_id = ?", [project_id], order_by="id")
+        ]
+
+    @reader
+    def renders_in_flight(self) -> list[Render]:
+        """Renders pending or running (tests, the operator's report)."""
+        return [
+            from_row(Render, r)  # type: ignore[misc]
+            for r in self._rows("renders", "state in ('pending', 'running')", order_by="id")
+        ]
+
+    def claim_render(self, now: float) -> Render | None:
+        """The oldest due pending render, now ``running`` (finals before previews)."""
+        with self.db.atomic():
+            render = self._one(
+                Render,
+                "renders",
+                "state = ? and coalesce(next_attempt_at, 0) <= ?",
+                ["pending", now],
+                order_by="kind = 'preview', next_attempt_at, id",
+            )
+            if render is None:
+                return None
+            self._update(
+                "renders", render.id, {"state": "running", "attempts": render.attempts + 1}
+            )
+        return self.get_render(render.id)
+
+    def set_render_identity(
+        self, render_id: int, identity: str, slots: list[dict[str, Any]]
+    ) -> None:
+        """A preview renders the cut current when it starts (the selection moved on)."""
+        self._update("renders", render_id, {"identity": identity, "slots": json.dumps(slots)})
+
+    def set_render_progress(self, render_id: int, progress: float) -> None:
+        self._update("renders", render_id, {"progress": progress})
+
+    def finish_render(
+        self,
+        render_id: int,
+        *,
+        master_key: str,
+        preview_key: str,
+        manifest_key: str,
+        storyboard_key: str | None,
+        preview_bytes: int | None,
+    ) -> tuple[Render, Cut]:
+        """The render is done: its cut is recorded and its post queued, in one transaction."""
+        with self.db.atomic():
+            render = self.get_render(render_id)
+            assert render is not None
+            now = self._now()
+            cut_id = self._insert(
+                "cuts",
+                {
+                    "project_id": render.project_id,
+                    "state": "preview",
+                    "slots": json.dumps(render.slots),
+                    "master_key": master_key,
+                    "preview_key": preview_key,
+                    "manifest_key": manifest_key,
+                    "created_by": render.requested_by,
+                    "created_at": now,
+                    "identity": render.identity,
+                    "storyboard_key": storyboard_key,
+                    "preview_bytes": preview_bytes,
+                },
+            )
+            self._update(
+                "renders",
+                render_id,
+                {"state": "done", "cut_id": cut_id, "progress": 1.0, "error": None,
+                 "finished_at": now},
+            )  # fmt: skip
+            final = render.kind == "final"
+            # one post per project's final (two approvals coalesce), one per preview
+            key = f"cut:{render.project_id}:final" if final else f"cut:{cut_id}"
+            self._enqueue(POST_CUT, key, {"cut_id": cut_id, "render_id": render_id, "final": final})
+        return self.get_render(render_id), self.get_cut(cut_id)  # type: ignore[return-value]
+
+    def stale_render(self, render_id: int, *, notice: bool) -> Render:
+        """The selection changed while it rendered: never published as current. With
+        ``notice``, a POST_CUT effect tells the channel so."""
+        with self.db.atomic():
+            self._update(
+                "renders",
+                render_id,
+                {"state": "stale", "finished_at": self._now(),
+                 "error": "the cut changed while it rendered"},
+            )  # fmt: skip
+            if notice:
+                self._enqueue(POST_CUT, f"render:{render_id}:stale", {"render_id": render_id})
+        return self.get_render(render_id)  # type: ignore[return-value]
+
+    def retry_render(
+        self, render_id: int, *, next_attempt_at: float, error: str, count: bool = True
+    ) -> None:
+        self.db.execute(
+            "update renders set state = ?, next_attempt_at = ?, error = ?, "
+            "attempts = attempts - ? where id = ?",
+            ["pending", next_attempt_at, error[:500], 0 if count else 1, render_id],
+        )
+
+    def fail_render(self, render_id: int, *, error: str) -> None:
+        self._update(
+            "renders",
+            render_id,
+            {"state": "failed", "error": error[:500], "finished_at": self._now()},
+        )
+
+    def requeue_running_renders(self) -> int:
+        """At start-up: renders a killed process left running go back to pending (their
+        segments already cached are not rendered again)."""
+        cur = self.db.execute(
+            "update renders set state = ?, next_attempt_at = ? where state = ?",
+            ["pending", self._now(), "running"],
+        )
+        return cur.rowcount
 
     # ---- web
     # What the project pages (``bot/web``) read, and the two changes moderators make to

@@ -93,6 +93,31 @@ class Community:
         clip = await until(lambda: self._posted_clip(job_id), timeout=60)
         return clip
 
+    async def approve_cut(self, timeout: float = 120) -> dict:
+        """``/cut approve`` as the moderator, then wait for the final video's post (the
+        command answers at once; the render and the post are queued work)."""
+        _, reply = await self.slash(self.mod, "cut", subcommand="approve")
+        assert "final video" in reply["content"], reply["content"]
+        return await self.wait_for_final(timeout)
+
+    async def wait_for_final(self, timeout: float = 120) -> dict:
+        """The final video's post, once its approval is recorded."""
+        final = await self.emu.wait_for_message(
+            self.channel,
+            lambda m: any(e.get("title", "").startswith("🎉") for e in m.get("embeds", [])),
+            timeout=timeout,
+        )
+
+        async def recorded() -> bool:
+            for p in await self.app.store.list_projects(self.emu.guild_id):
+                cut = await self.app.store.latest_cut(p.id, "approved")
+                if cut is not None and cut.message_id == int(final["id"]):
+                    return True
+            return False
+
+        await until(recorded, timeout)
+        return final
+
     async def _posted_clip(self, job_id: int) -> Any:
         clip = await self.app.store.clip_for_job(job_id)
         return clip if clip and clip.message_id else None

@@ -88,7 +88,11 @@ async def test_the_cut_is_previewed_overridden_and_approved_with_the_button(guil
     await until(lambda: guild.app.store.clip_votes(a.id))
     _, reply = await guild.slash(guild.mod, "cut", {"clip": b.id, "slot": 1}, subcommand="pin")
     assert f"Clip #{b.id} is pinned to slot 1" in reply["content"]
-    _, preview = await guild.slash(guild.mod, "cut", subcommand="preview", timeout=120)
+    _, ack = await guild.slash(guild.mod, "cut", subcommand="preview")
+    assert "Rendering a preview" in ack["content"] and ack["flags"] & 64
+    preview = await guild.emu.wait_for_message(
+        guild.channel, lambda m: m["content"].startswith("🎬 Preview of cut #"), timeout=120
+    )
     names = sorted(att["filename"] for att in preview["attachments"])
     assert names == ["preview.mp4", "storyboard.png"]
     buttons = [c["custom_id"] for row in preview["components"] for c in row["components"]]
@@ -127,8 +131,9 @@ async def test_the_cut_is_previewed_overridden_and_approved_with_the_button(guil
 async def test_cut_approve_closes_voting_renders_and_publishes(guild):
     await guild.open_project(slots=1)
     await guild.prompt_and_post(guild.alice, "only clip", slot=1)
-    _, reply = await guild.slash(guild.mod, "cut", subcommand="approve", timeout=120)
-    assert "approved and published" in reply["content"]
+    _, reply = await guild.slash(guild.mod, "cut", subcommand="approve")
+    assert "final video is being rendered" in reply["content"] and reply["flags"] & 64
+    await guild.wait_for_final()
     project = await guild.app.store.current_project(guild.emu.guild_id)
     assert project is None  # approved: no current project any more
 
@@ -177,7 +182,7 @@ async def test_premoderated_prompts_wait_for_a_moderators_button_even_across_a_r
 async def test_forget_me_deletes_a_members_data_but_keeps_approved_clips_anonymous(guild):
     await guild.open_project(slots=1)
     kept = await guild.prompt_and_post(guild.alice, "in the final video", slot=1)
-    await guild.slash(guild.mod, "cut", subcommand="approve", timeout=120)
+    await guild.approve_cut()
     await guild.open_project(slots=1)
     dropped = await guild.prompt_and_post(guild.alice, "never used", slot=1)
     await guild.emu.add_reaction(guild.alice.id, guild.channel, kept.message_id, "👍")

@@ -102,7 +102,7 @@ async def test_the_page_plays_seeks_credits_every_slot_and_follows_the_vote_live
                 await page.screenshot(path=tmp_path / "voting-phone.png", full_page=True)
 
                 # --- approved: the master plays and seeks, the credits list every slot
-                await g.slash(g.mod, "cut", subcommand="approve", timeout=180)
+                await g.approve_cut(timeout=180)
 
                 async def approved():
                     p = await g.app.store.get_project(project.id)

@@ -121,7 +121,7 @@ async def test_the_published_video_links_its_page_in_full_quality(linked):
     project = await g.open_project(slots=1)
     await g.prompt_and_post(g.alice, "a lighthouse beam over the sea", slot=1)
     since = g.emu.revision
-    await g.slash(g.mod, "cut", subcommand="approve", timeout=120)
+    await g.approve_cut()
     final = await g.emu.wait_for_message(
         g.channel,
         lambda m: any(e.get("title", "").startswith("🎉") for e in m.get("embeds", [])),

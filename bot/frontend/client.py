@@ -28,6 +28,7 @@ from bot.services.cuts import CutService
 from bot.services.members import MemberService
 from bot.services.outbox import OutboxWorker
 from bot.services.projects import ProjectService
+from bot.services.renders import RenderWorker
 from bot.services.submissions import SubmissionService
 from bot.services.voting import VotingService
 from bot.services.worker import GenerationWorker
@@ -83,6 +84,13 @@ class CrowdcutBot(commands.Bot):
         self.projects = ProjectService(app)
         self.cuts = CutService(app)
         self.members = MemberService(app, voting=self.voting)
+        # previews and final cuts: queued, rendered one at a time, published by the outbox
+        self.renders = RenderWorker(
+            app,
+            self.cuts,
+            on_published=self.outbox.wake,
+            busy=lambda: self.worker.in_flight > 0,  # background segments yield to generation
+        )
         self._background: asyncio.Task[None] | None = None
         self._recount: asyncio.Task[None] | None = None
         self.background_ready = asyncio.Event()
@@ -111,6 +119,7 @@ class CrowdcutBot(commands.Bot):
         except Exception:
             log.exception("catching up after start failed; carrying on")
         await self.worker.start()
+        await self.renders.start()  # renders a killed process left running resume
         self.background_ready.set()
         while True:  # voting that was opened "for N hours" closes itself
             await asyncio.sleep(30)
@@ -170,6 +179,7 @@ class CrowdcutBot(commands.Bot):
         for task in (self._background, self._recount):
             if task is not None:
                 task.cancel()
+        await self.renders.stop()  # a render cut short resumes at the next start
         await self.worker.stop()
         await self.outbox.stop()  # effects cut short are done again at the next start
         await super().close()

@@ -34,11 +34,12 @@ import discord
 
 from bot.errors import MediaError
 from bot.frontend.checks import NO_MENTIONS
+from bot.frontend.limits import fit_embed, fit_lines
 from bot.frontend.render import clip_embed, status_text
 from bot.media.clips import fit_to_size
 from bot.services.durable import GiveUp, Retry
-from storage.models import Clip, Job
-from storage.outbox import DELETE_MESSAGE, POST_CLIP, REACT, STATUS, Effect
+from storage.models import APPROVED, Clip, Cut, Job, Project, Render
+from storage.outbox import DELETE_MESSAGE, POST_CLIP, POST_CUT, REACT, STATUS, Effect
 
 if TYPE_CHECKING:
     from bot.frontend.client import CrowdcutBot
@@ -67,6 +68,7 @@ _NEEDS = {
     REACT: "Add Reactions",
     DELETE_MESSAGE: "Manage Messages",
     STATUS: "Send Messages",
+    POST_CUT: "Attach Files and Embed Links",
 }
 
 
@@ -92,6 +94,7 @@ class DiscordPublisher:
             POST_CLIP: self.post_clip,
             REACT: self.react,
             DELETE_MESSAGE: self.delete_message,
+            POST_CUT: self.post_cut,
         }
 
     # ------------------------------------------------------------------ worker events
@@ -218,6 +221,219 @@ class DiscordPublisher:
                 await message.delete()
         except discord.NotFound:
             pass  # already gone: done
+
+    # ------------------------------------------------------------------ cuts
+    async def post_cut(self, effect: Effect) -> None:
+        """A render's outcome: a preview (storyboard, video, Approve / Not yet), the final
+        video (the master when it fits the server's upload limit, else the preview made
+        for it; credits; manifest) whose post records the approval, or the notice that the
+        cut changed while it rendered."""
+        render = await self.app.store.get_render(effect.payload["render_id"])
+        if render is None or render.channel_id is None:
+            return
+        project = await self.app.store.get_project(render.project_id)
+        if project is None:
+            return
+        channel = await self._channel(effect, render.channel_id)
+        cut_id = effect.payload.get("cut_id")
+        if cut_id is None:
+            await self._post_stale(effect, channel, render)
+            return
+        cut = await self.app.store.get_cut(cut_id)
+        if cut is None:
+            return
+        if effect.payload.get("final"):
+            await self._post_final(effect, channel, project, cut, render)
+        else:
+            await self._post_preview(effect, channel, project, cut, render)
+
+    async def _post_stale(
+        self, effect: Effect, channel: discord.abc.Messageable, render: Render
+    ) -> None:
+        head = f"🔁 The cut changed while render #{render.id} was being made"
+        if effect.attempts > 1:
+            found = await self._find_own(
+                effect, channel, render.created_at, lambda m: m.content.startswith(head)
+            )
+            if found is not None:
+                return
+        async with self._discord(effect, channel.id):
+            await channel.send(
+                f"{head} (a vote, a pin, an exclusion or a member who left), so it is not "
+                "posted. A preview of the current cut is on its way.",
+                nonce=f"ccr{render.id}",
+                allowed_mentions=NO_MENTIONS,
+            )
+
+    async def _post_preview(
+        self,
+        effect: Effect,
+        channel: discord.abc.Messageable,
+        project: Project,
+        cut: Cut,
+        render: Render,
+    ) -> None:
+        from bot.frontend.views import cut_decision_view
+
+        head = f"🎬 Preview of cut #{cut.id} "
+        if effect.attempts > 1:
+            found = await self._find_own(
+                effect, channel, cut.created_at, lambda m: m.content.startswith(head)
+            )
+            if found is not None:
+                log.info("cut %s's preview was already posted as %s; adopted", cut.id, found.id)
+                return
+        media = self.app.media
+        files = []
+        if cut.storyboard_key:
+            files.append(("storyboard.png", media.path(cut.storyboard_key)))
+        if cut.preview_key:
+            files.append(("preview.mp4", media.path(cut.preview_key)))
+        text = (
+            f"{head}for “{discord.utils.escape_markdown(project.title)}” — "
+            f"{len(cut.slots)} slots. Moderators can approve it below."
+        )
+        await self._send_cut(
+            effect, channel, render, text=text, embed=None, files=files,
+            view=cut_decision_view(cut.id), nonce=f"ccv{cut.id}",
+        )  # fmt: skip
+
+    async def _post_final(
+        self,
+        effect: Effect,
+        channel: discord.abc.Messageable,
+        project: Project,
+        cut: Cut,
+        render: Render,
+    ) -> None:
+        store = self.app.store
+        if project.state == APPROVED:
+            log.info("project %s is already approved; cut %s is not posted", project.id, cut.id)
+            return
+        approver = render.requested_by
+        names = await store.member_names([approver] if approver is not None else [])
+        by = names.get(approver, "a moderator") if approver is not None else "a moderator"
+        footer = f"cut #{cut.id} · approved by {by}"
+        found = None
+        if effect.attempts > 1:
+            found = await self._find_own(
+                effect,
+                channel,
+                cut.created_at,
+                lambda m: any(e.footer and e.footer.text == footer for e in m.embeds),
+            )
+        if found is None:
+            media = self.app.media
+            limit = self._cut_limit(channel, render)
+            video = media.path(cut.master_key) if cut.master_key else None
+            if video is None or video.stat().st_size > limit:
+                video = media.path(cut.preview_key) if cut.preview_key else None
+            files = []
+            if video is not None:
+                files.append((f"crowdcut-{project.id}.mp4", video))
+            if cut.manifest_key:
+                files.append((f"crowdcut-{project.id}-manifest.json", media.path(cut.manifest_key)))
+            embed = await self._credits_embed(project, cut, footer)
+            found = await self._send_cut(
+                effect, channel, render, text=None, embed=embed, files=files, view=None,
+                nonce=f"ccf{cut.id}",
+            )  # fmt: skip
+        if approver is None:
+            approver = 0
+        if (await store.get_project(project.id)).state != APPROVED:  # type: ignore[union-attr]
+            await store.approve_cut(cut.id, by=approver, message_id=found.id)
+            await store.audit(
+                "approve_cut",
+                actor_id=approver,
+                project_id=project.id,
+                target=f"cut:{cut.id}",
+                details={"clips": [s.get("clip_id") for s in cut.slots]},
+            )
+        log.info("cut %s of project %s published as message %s", cut.id, project.id, found.id)
+
+    async def _credits_embed(self, project: Project, cut: Cut, footer: str) -> discord.Embed:
+        from bot.web.links import PageLinks
+
+        credits, seen = [], set()
+        for s in cut.slots:
+            if s.get("reused") or s.get("clip_id") in seen:
+                continue
+            seen.add(s.get("clip_id"))
+            credits.append(
+                f"`{s['index'] + 1:>2}` {discord.utils.escape_markdown(s['author'])}"
+                f" — {discord.utils.escape_markdown(str(s['prompt'])[:60])}"
+            )
+        embed = discord.Embed(
+            title=f"🎉 {project.title}",
+            description=fit_lines(credits, 4000, more=lambda n: f"… and {n} more clips")
+            or "No credits.",
+            colour=discord.Colour.green(),
+        )
+        embed.set_footer(text=footer)
+        # the full-quality master, the storyboard and the credits, when PUBLIC_URL is set
+        page = await PageLinks(self.app).project_url(project.id)
+        if page:
+            embed.url = page
+            embed.add_field(name="Watch in full quality", value=page, inline=False)
+        return fit_embed(embed)
+
+    def _cut_limit(self, channel: discord.abc.Messageable, render: Render) -> int:
+        """The server's upload limit now, or when the render was asked for if smaller."""
+        limit = self._limit(channel)
+        if render.upload_limit:
+            limit = min(limit, int(render.upload_limit * UPLOAD_HEADROOM))
+        return limit
+
+    async def _send_cut(
+        self,
+        effect: Effect,
+        channel: discord.abc.Messageable,
+        render: Render,
+        *,
+        text: str | None,
+        embed: discord.Embed | None,
+        files: list[tuple[str, Path]],
+        view: discord.ui.View | None,
+        nonce: str,
+    ) -> discord.Message:
+        """Send a cut's post with its nonce; a video over the limit (or a 413) is sent
+        smaller, 30 % under what was refused each time."""
+        limit = self._cut_limit(channel, render)
+        tmp_files: list[Path] = []
+        paths = dict(files)
+        try:
+            for attempt in range(MAX_413_RETRIES + 1):
+                for name, path in list(paths.items()):
+                    if name.endswith(".mp4") and path.stat().st_size > limit:
+                        paths[name] = await self._shrink(path, limit, tmp_files)
+                kwargs: dict[str, object] = {"nonce": nonce, "allowed_mentions": NO_MENTIONS}
+                if view is not None:
+                    kwargs["view"] = view
+                if embed is not None:
+                    kwargs["embed"] = embed
+                try:
+                    async with self._discord(effect, channel.id):
+                        try:
+                            return await channel.send(
+                                text,
+                                files=[discord.File(p, filename=n) for n, p in paths.items()],
+                                **kwargs,  # type: ignore[arg-type]
+                            )
+                        except discord.HTTPException as e:
+                            if e.status != 413 or attempt == MAX_413_RETRIES:
+                                raise
+                            raise _TooLarge() from None
+                except _TooLarge:
+                    biggest = max(
+                        (p.stat().st_size for n, p in paths.items() if n.endswith(".mp4")),
+                        default=limit,
+                    )
+                    limit = int(min(limit, biggest) * 0.7)
+                    log.info("render %s: Discord said 413; sending under %d", render.id, limit)
+            raise AssertionError("unreachable")
+        finally:
+            for p in tmp_files:
+                p.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ helpers
     def _limit(self, channel: discord.abc.Messageable) -> int:
@@ -371,6 +587,10 @@ class DiscordPublisher:
         if n:
             self.bot.outbox.wake()
         return n
+
+
+class _TooLarge(Exception):
+    """Internal: Discord answered 413 to a cut's post."""
 
 
 def _status_head(job: Job) -> str:

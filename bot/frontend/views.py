@@ -8,18 +8,20 @@ moderator.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.errors import UserFacingError
+from bot.errors import InvalidState, UserFacingError
 from bot.frontend.checks import NO_MENTIONS, reply_error, require_moderator
 from bot.frontend.limits import CONTENT, fit_content, shorten
 from bot.frontend.render import quote
+from bot.services.renders import DEFAULT_UPLOAD_LIMIT, FINAL, PREVIEW
 from bot.services.submissions import Author
-from storage.models import Job
+from storage.models import OPEN, Cut, Job, Project
 
 if TYPE_CHECKING:
     from bot.frontend.client import CrowdcutBot
@@ -121,20 +123,49 @@ class CutDecision(
                 allowed_mentions=NO_MENTIONS,
             )
             return
-        await interaction.response.defer()
-        cog = bot.get_cog("Cuts")
+        await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            await cog.publish(
-                interaction.channel,
-                project,
-                cut,  # type: ignore[union-attr]
-                interaction.user,
-            )
+            text = await approve_pressed(bot, interaction, project, cut)
         except UserFacingError as e:
             await reply_error(interaction, e)
             return
-        if interaction.message is not None:
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+async def approve_pressed(
+    bot: CrowdcutBot, interaction: discord.Interaction[Any], project: Project, cut: Cut
+) -> str:
+    """Approve the cut under the button if it is still the project's current one: voting
+    closes and its final render is queued (two presses, one render). A cut that changed
+    since (a vote, a pin, an exclusion, a forget-me) is never published: a preview of the
+    current one is queued instead."""
+    renders = bot.renders
+    guild = interaction.guild
+    limit = guild.filesize_limit if guild else DEFAULT_UPLOAD_LIMIT
+    channel_id = interaction.channel_id
+    if project.state == OPEN:
+        await bot.reconcile_votes(project.id)  # votes cast while the bot was away count
+    if not await renders.is_current(project, cut.identity):
+        await renders.request(project, PREVIEW, by=interaction.user.id, channel_id=channel_id,
+                              upload_limit=limit)  # fmt: skip
+        return (
+            f"⚠️ The cut changed since cut #{cut.id} was previewed (a vote, a pin, an "
+            "exclusion or a member who left), so it was not approved. A preview of the "
+            "current cut is on its way; approve that one."
+        )
+    if project.state == OPEN:
+        with contextlib.suppress(InvalidState):  # another moderator closed it just now
+            project = await bot.projects.close(project.id, by=interaction.user.id)
+    render, new = await renders.request(
+        project, FINAL, by=interaction.user.id, channel_id=channel_id, upload_limit=limit,
+        identity=cut.identity, by_name=interaction.user.display_name,
+    )  # fmt: skip
+    if interaction.message is not None:
+        with contextlib.suppress(discord.HTTPException):
             await interaction.message.edit(view=None)
+    if not new:
+        return f"Cut #{cut.id} is already approved; its final video is on its way."
+    return f"✅ Cut #{cut.id} approved: voting is closed and the final video is being rendered."
 
 
 def fit_verdict(content: str, verdict: str) -> str:
