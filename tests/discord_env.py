@@ -100,12 +100,14 @@ class Community:
         assert "final video" in reply["content"], reply["content"]
         return await self.wait_for_final(timeout)
 
-    async def wait_for_final(self, timeout: float = 120) -> dict:
-        """The final video's post, once its approval is recorded."""
+    async def wait_for_final(self, timeout: float = 120, since: int | None = None) -> dict:
+        """The final video's post (after the emulator's revision ``since``), once its
+        approval is recorded."""
         final = await self.emu.wait_for_message(
             self.channel,
             lambda m: any(e.get("title", "").startswith("🎉") for e in m.get("embeds", [])),
             timeout=timeout,
+            **({"since": since} if since is not None else {}),
         )
 
         async def recorded() -> bool:
