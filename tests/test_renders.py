@@ -216,3 +216,20 @@ async def test_the_final_post_carries_the_master_when_it_fits_and_a_preview_othe
         (video,) = [a for a in final["attachments"] if a["filename"].endswith(".mp4")]
         posted.append(guild.emu.attachment_bytes(video)[:6])
     assert posted == [b"master", b"previe"]  # the master fit; then it did not, the preview did
+
+
+async def test_segments_are_rendered_in_the_background_while_the_vote_goes_on(guild, monkeypatch):
+    monkeypatch.setattr(renders_module.RenderWorker, "background_seconds", 0.2)
+    project = await guild.open_project(slots=1)
+    await guild.prompt_and_post(guild.alice, "a lighthouse", slot=1)
+    renders = guild.env.bot.renders
+    current = (await renders.selection(project)).identity
+    await until(lambda: renders._seen.get(project.id) == current, timeout=60)
+    before = renders.renderer.rendered
+    assert before > 0  # nobody asked for a render: the background pass made them
+    await guild.slash(guild.mod, "cut", subcommand="preview")
+    await guild.emu.wait_for_message(
+        guild.channel, lambda m: m["content"].startswith("🎬 Preview of cut #"), timeout=60
+    )
+    await _settled(guild)
+    assert renders.renderer.rendered == before  # the preview only joined cached segments
