@@ -1554,12 +1554,16 @@ class Store(OutboxMixin):
             ["pending", next_attempt_at, error[:500], 0 if count else 1, render_id],
         )
 
-    def fail_render(self, render_id: int, *, error: str) -> None:
-        self._update(
-            "renders",
-            render_id,
-            {"state": "failed", "error": error[:500], "finished_at": self._now()},
-        )
+    def fail_render(self, render_id: int, *, error: str, notice: bool = False) -> None:
+        """Given up (the reason is for the operator); with ``notice`` the channel is told."""
+        with self.db.atomic():
+            self._update(
+                "renders",
+                render_id,
+                {"state": "failed", "error": error[:500], "finished_at": self._now()},
+            )
+            if notice:
+                self._enqueue(POST_CUT, f"render:{render_id}:failed", {"render_id": render_id})
 
     def requeue_running_renders(self) -> int:
         """At start-up: renders a killed process left running go back to pending (their

@@ -233,3 +233,22 @@ async def test_segments_are_rendered_in_the_background_while_the_vote_goes_on(gu
     )
     await _settled(guild)
     assert renders.renderer.rendered == before  # the preview only joined cached segments
+
+
+async def test_a_render_that_keeps_failing_gives_up_and_says_so(guild, monkeypatch):
+    from bot.errors import MediaError
+
+    async def broken(*args, **kwargs):
+        raise MediaError("ffmpeg said no")
+
+    monkeypatch.setattr(renders_module, "assemble", broken)
+    monkeypatch.setattr(renders_module.RenderWorker, "max_attempts", 2)
+    project = await guild.open_project(slots=1)
+    await guild.prompt_and_post(guild.alice, "a lighthouse", slot=1)
+    await guild.slash(guild.mod, "cut", subcommand="preview")
+    notice = await guild.emu.wait_for_message(
+        guild.channel, lambda m: "could not be made" in m["content"], timeout=30
+    )
+    assert "ffmpeg" not in notice["content"]  # the reason is for the operator's log
+    (render,) = await guild.app.store.project_renders(project.id)
+    assert render.state == "failed" and render.attempts == 2

@@ -237,7 +237,7 @@ class DiscordPublisher:
         channel = await self._channel(effect, render.channel_id)
         cut_id = effect.payload.get("cut_id")
         if cut_id is None:
-            await self._post_stale(effect, channel, render)
+            await self._post_notice(effect, channel, render)
             return
         cut = await self.app.store.get_cut(cut_id)
         if cut is None:
@@ -247,10 +247,19 @@ class DiscordPublisher:
         else:
             await self._post_preview(effect, channel, project, cut, render)
 
-    async def _post_stale(
+    async def _post_notice(
         self, effect: Effect, channel: discord.abc.Messageable, render: Render
     ) -> None:
-        head = f"🔁 The cut changed while render #{render.id} was being made"
+        """Why a render is not posted: the cut changed while it rendered, or it failed."""
+        if render.state == "failed":
+            head = f"⚠️ Render #{render.id} (a {render.kind} of the cut) could not be made"
+            text = f"{head}; the operators have the details. A moderator can ask again."
+        else:
+            head = f"🔁 The cut changed while render #{render.id} was being made"
+            text = (
+                f"{head} (a vote, a pin, an exclusion or a member who left), so it is not "
+                "posted. A preview of the current cut is on its way."
+            )
         if effect.attempts > 1:
             found = await self._find_own(
                 effect, channel, render.created_at, lambda m: m.content.startswith(head)
@@ -258,12 +267,7 @@ class DiscordPublisher:
             if found is not None:
                 return
         async with self._discord(effect, channel.id):
-            await channel.send(
-                f"{head} (a vote, a pin, an exclusion or a member who left), so it is not "
-                "posted. A preview of the current cut is on its way.",
-                nonce=f"ccr{render.id}",
-                allowed_mentions=NO_MENTIONS,
-            )
+            await channel.send(text, nonce=f"ccr{render.id}", allowed_mentions=NO_MENTIONS)
 
     async def _post_preview(
         self,

@@ -195,12 +195,12 @@ class RenderWorker(DurableWorker):
             )
         except GiveUp as g:
             log.warning("render %s: giving up: %s", render.id, g.reason)
-            await self.store.fail_render(render.id, error=g.reason)
+            await self._fail(render, g.reason)
         except Exception as e:
             reason = e.reason if isinstance(e, Retry) else f"{type(e).__name__}: {e}"
             log.exception("render %s failed (try %d)", render.id, render.attempts)
             if render.attempts >= self.max_attempts:
-                await self.store.fail_render(render.id, error=reason)
+                await self._fail(render, reason)
                 return
             s = self.settings
             delay = self.delay(render.attempts, base=s.retry_base_seconds,
@@ -208,6 +208,11 @@ class RenderWorker(DurableWorker):
             await self.store.retry_render(
                 render.id, next_attempt_at=self.clock() + delay, error=reason
             )
+
+    async def _fail(self, render: Render, reason: str) -> None:
+        """Give up on a render; the channel that asked for it is told (not why)."""
+        await self.store.fail_render(render.id, error=reason, notice=render.channel_id is not None)
+        self.on_published()
 
     async def _render(self, render: Render) -> None:
         project = await self.store.get_project(render.project_id)
