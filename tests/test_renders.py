@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import bot.frontend.client as client_module
 import bot.services.renders as renders_module
 from tests.discord_env import env, guild, until  # noqa: F401
 
@@ -220,6 +221,7 @@ async def test_the_final_post_carries_the_master_when_it_fits_and_a_preview_othe
 
 async def test_segments_are_rendered_in_the_background_while_the_vote_goes_on(guild, monkeypatch):
     monkeypatch.setattr(renders_module.RenderWorker, "background_seconds", 0.2)
+    monkeypatch.setattr(client_module, "QUIET_SECONDS", 0.5)  # members' quiet period
     project = await guild.open_project(slots=1)
     await guild.prompt_and_post(guild.alice, "a lighthouse", slot=1)
     renders = guild.env.bot.renders

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import discord
@@ -37,6 +38,8 @@ from storage.outbox import STATUS
 log = logging.getLogger(__name__)
 
 UNKNOWN_MESSAGE = 10008  # Discord's JSON error code for a message that does not exist
+#: background renders wait this long after the last command or button
+QUIET_SECONDS = 30.0
 
 
 class _PostGone(Exception):
@@ -89,8 +92,9 @@ class CrowdcutBot(commands.Bot):
             app,
             self.cuts,
             on_published=self.outbox.wake,
-            busy=lambda: self.worker.in_flight > 0,  # background segments yield to generation
+            busy=self._busy,  # background segments yield to generation and to members
         )
+        self._last_interaction = -1e18
         self._background: asyncio.Task[None] | None = None
         self._recount: asyncio.Task[None] | None = None
         self.background_ready = asyncio.Event()
@@ -104,6 +108,18 @@ class CrowdcutBot(commands.Bot):
         self.add_dynamic_items(*dynamic_items())
 
     # ------------------------------------------------------------------ background
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        self._last_interaction = time.monotonic()
+
+    def _busy(self) -> bool:
+        """Whether background renders should wait: something generates, Discord effects
+        are queued, or members used the bot in the last half minute."""
+        return (
+            self.worker.in_flight > 0
+            or self.outbox.in_flight > 0
+            or time.monotonic() - self._last_interaction < QUIET_SECONDS
+        )
+
     def start_background(self) -> None:
         """Once per process: after READY, catch up, then run the worker."""
         if self._background is None:
@@ -159,8 +175,6 @@ class CrowdcutBot(commands.Bot):
 
     async def close_due_projects(self) -> int:
         """Close every open project whose voting time is over, counting late votes first."""
-        import time
-
         closed = 0
         for project in await self.app.store.projects_due_to_close(time.time()):
             await self.reconcile_votes(project.id)
