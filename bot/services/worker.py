@@ -210,12 +210,13 @@ class GenerationWorker(DurableWorker):
         backend = job.backend or self.generator.name
         recent = await self.store.recent_run_seconds(backend)
         run_seconds = estimate_run_seconds(recent, default=self._default_run_seconds(backend))
+        generating = Position(position=0, ahead=0, eta_seconds=max(1.0, run_seconds))
         if job.state in (SUBMITTED, RUNNING):
             left = run_seconds * (1 - (job.progress or 0))
             return Position(position=0, ahead=0, eta_seconds=max(1.0, left))
         waiting = await self.store.dispatchable_jobs()
-        last = await self.store.last_dispatch_by_member()
-        return queue_position(
+        last = await self.store.last_dispatch_by_member(j.member_id for j in waiting)
+        place = queue_position(
             job_id,
             waiting,
             running=self.in_flight,
@@ -223,6 +224,12 @@ class GenerationWorker(DurableWorker):
             run_seconds=run_seconds,
             last_served=last,
         )
+        if place is None and job.moderation != "pending":
+            # claimed between the two reads: it is generating now
+            again = await self.store.get_job(job_id)
+            if again is not None and again.state in (SUBMITTED, RUNNING):
+                return generating
+        return place
 
     def _default_run_seconds(self, backend: str) -> float:
         gen = self.generators.get(backend) or self.generator

@@ -108,8 +108,10 @@ class Prompting(CrowdcutCog):
         job = sub.job
         self.bot.outbox.wake()
         if ctx.interaction is not None:
-            if sub.position is None:
+            if job.moderation == "pending":
                 where = "it waits for a moderator's approval"
+            elif sub.position is None:
+                where = "generating soon"
             elif sub.position.position == 0:
                 where = f"generating now, ETA {format_eta(sub.position.eta_seconds)}"
             else:
