@@ -84,7 +84,8 @@ async def run_demo(
     route = "direct" if direct else "through the Discord emulator"
     _say(f"crowdcut demo — a simulated community session ({route})")
     _say(f"  synthesizing a {seconds:.0f} s song (no copyrighted audio) …")
-    await synthesize_song(song, seconds, bpm=120, seed=3)
+    # 92 BPM: a bar (2.6 s) does not divide the clip length, so the slots sit on the bars
+    await synthesize_song(song, seconds, bpm=92, seed=3)
     if direct:
         result = await _direct(settings, song, members)
     else:
@@ -163,10 +164,15 @@ async def _direct(settings: Settings, song: Path, n_members: int) -> dict[str, P
             song=song.read_bytes(),
             song_name="demo-song.m4a",
         )
+        # crossfades one beat long, centred on the bar lines; prompts continue the shot
+        project = await projects.set_style(
+            project.id, by=moderator.id, transition="crossfade", beats=1.0, chain=True
+        )
         n_slots = len(project.slot_plan)
         _say(
-            f"  project #{project.id} “{project.title}”: {n_slots} slots of "
-            f"{project.slot_plan[0].duration:.1f} s"
+            f"  project #{project.id} “{project.title}”: {n_slots} slots on the song's bars "
+            f"(the first {project.slot_plan[0].duration:.1f} s), crossfades of one beat, "
+            "chain mode on"
         )
         sim = community(n_members, n_slots)
         authors = {i: Author(2000 + i, m.name) for i, m in enumerate(sim)}

@@ -54,6 +54,14 @@ async def _session(env: BotOnEmulator, song: Path, n_members: int) -> dict[str, 
     )
     reply = await it.wait_reply(timeout=60)
     _say(f"  mod_mira: /project create → {_text(reply)}")
+    it = await emu.invoke_slash(
+        mod.id,
+        channel,
+        "project",
+        {"transition": "crossfade", "beats": 1.0, "chain": True},
+        subcommand="style",
+    )
+    _say(f"  mod_mira: /project style crossfade, 1 beat, chain on → {_text(await it.wait_reply())}")
     project = await app.store.current_project(emu.guild_id, channel)
     assert project is not None
     n_slots = len(project.slot_plan)
