@@ -136,11 +136,9 @@ class DiscordPublisher:
                 log.info("the status message of job %s was deleted; not posting it again", job.id)
             return
         channel = await self._channel(effect, job.channel_id)
-        existing = None
-        if effect.attempts > 1:  # an earlier try may have reached Discord
-            existing = await self._find_own(
-                effect, channel, job.queued_at, lambda m: m.content.startswith(_status_head(job))
-            )
+        existing = await self._find_own(
+            effect, channel, job.queued_at, lambda m: m.content.startswith(_status_head(job))
+        )
         async with self._discord(effect, job.channel_id):
             if existing is None:
                 message = await channel.send(
@@ -180,16 +178,15 @@ class DiscordPublisher:
         if job is None or clip.channel_id is None:
             return
         channel = await self._channel(effect, clip.channel_id)
-        if effect.attempts > 1:
-            existing = await self._find_own(
-                effect, channel, clip.created_at, lambda m: _footer_clip(m) == clip.id
+        existing = await self._find_own(
+            effect, channel, clip.created_at, lambda m: _footer_clip(m) == clip.id
+        )
+        if existing is not None:
+            log.info("clip %s was already posted as %s; adopted", clip.id, existing.id)
+            await self.app.store.mark_clip_posted(
+                clip.id, channel_id=channel.id, message_id=existing.id
             )
-            if existing is not None:
-                log.info("clip %s was already posted as %s; adopted", clip.id, existing.id)
-                await self.app.store.mark_clip_posted(
-                    clip.id, channel_id=channel.id, message_id=existing.id
-                )
-                return
+            return
         rules = self.app.rules
         author = await self._name(clip.member_id)
         embed = clip_embed(clip, job, author, up_emoji=rules.up_emoji, down_emoji=rules.down_emoji)
@@ -260,12 +257,11 @@ class DiscordPublisher:
                 f"{head} (a vote, a pin, an exclusion or a member who left), so it is not "
                 "posted. A preview of the current cut is on its way."
             )
-        if effect.attempts > 1:
-            found = await self._find_own(
-                effect, channel, render.created_at, lambda m: m.content.startswith(head)
-            )
-            if found is not None:
-                return
+        found = await self._find_own(
+            effect, channel, render.created_at, lambda m: m.content.startswith(head)
+        )
+        if found is not None:
+            return
         async with self._discord(effect, channel.id):
             await channel.send(text, nonce=f"ccr{render.id}", allowed_mentions=NO_MENTIONS)
 
@@ -280,13 +276,12 @@ class DiscordPublisher:
         from bot.frontend.views import cut_decision_view
 
         head = f"🎬 Preview of cut #{cut.id} "
-        if effect.attempts > 1:
-            found = await self._find_own(
-                effect, channel, cut.created_at, lambda m: m.content.startswith(head)
-            )
-            if found is not None:
-                log.info("cut %s's preview was already posted as %s; adopted", cut.id, found.id)
-                return
+        found = await self._find_own(
+            effect, channel, cut.created_at, lambda m: m.content.startswith(head)
+        )
+        if found is not None:
+            log.info("cut %s's preview was already posted as %s; adopted", cut.id, found.id)
+            return
         media = self.app.media
         files = []
         if cut.storyboard_key:
@@ -318,14 +313,12 @@ class DiscordPublisher:
         names = await store.member_names([approver] if approver is not None else [])
         by = names.get(approver, "a moderator") if approver is not None else "a moderator"
         footer = f"cut #{cut.id} · approved by {by}"
-        found = None
-        if effect.attempts > 1:
-            found = await self._find_own(
-                effect,
-                channel,
-                cut.created_at,
-                lambda m: any(e.footer and e.footer.text == footer for e in m.embeds),
-            )
+        found = await self._find_own(
+            effect,
+            channel,
+            cut.created_at,
+            lambda m: any(e.footer and e.footer.text == footer for e in m.embeds),
+        )
         if found is None:
             media = self.app.media
             limit = self._cut_limit(channel, render)
@@ -464,10 +457,11 @@ class DiscordPublisher:
         since: float,
         match: Callable[[discord.Message], bool],
     ) -> discord.Message | None:
-        """Our own message matching ``match`` posted after ``since`` (epoch seconds), read
-        from the channel's whole history since then, oldest first."""
+        """On a retry (an earlier try of ``effect`` may have reached Discord): our own
+        message matching ``match`` posted after ``since`` (epoch seconds), read from the
+        channel's whole history since then, oldest first. On a first try: None."""
         me = self.bot.user
-        if me is None or not hasattr(channel, "history"):
+        if effect.attempts <= 1 or me is None or not hasattr(channel, "history"):
             return None
         after = discord.Object(
             discord.utils.time_snowflake(dt.datetime.fromtimestamp(since - 5, dt.UTC))
