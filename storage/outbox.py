@@ -16,7 +16,6 @@ before sending again; edits, reactions and deletes can be repeated).
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,9 +63,7 @@ class OutboxMixin:
     """The outbox methods of :class:`storage.Store` (kept here, one concern per file)."""
 
     db: Any
-
-    def _now(self) -> float:
-        return time.time()
+    _now: Any  # Store's clock
 
     def _enqueue(self, kind: str, key: str, payload: dict[str, Any], *, delay: float = 0) -> None:
         """Queue an effect inside the caller's transaction. A pending row with the same
@@ -81,11 +78,11 @@ class OutboxMixin:
 
     def _drop_effects(self, keys: list[str]) -> None:
         """Pending effects for things that no longer exist are done with (forget-me)."""
-        for key in keys:
+        if keys:
             self.db.execute(
-                "update outbox set state = ?, last_error = 'forgotten' where key = ? "
-                "and state = ?",
-                [DONE, key, PENDING],
+                f"update outbox set state = ?, last_error = 'forgotten' where state = ? "
+                f"and key in ({','.join('?' * len(keys))})",
+                [DONE, PENDING, *keys],
             )
 
     def enqueue_effect(self, kind: str, key: str, payload: dict[str, Any]) -> None:

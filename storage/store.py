@@ -904,17 +904,7 @@ class Store(OutboxMixin):
         vote emoji to +1 / -1. Returns the vote that now counts (None: no vote)."""
         at = self._now() if at is None else at
         with self.db.atomic():
-            if added:
-                self.db.execute(
-                    "insert into reactions (clip_id, user_id, emoji, at) values (?,?,?,?) "
-                    "on conflict(clip_id, user_id, emoji) do nothing",
-                    [clip_id, user_id, emoji, at],
-                )
-            else:
-                self.db.execute(
-                    "delete from reactions where clip_id = ? and user_id = ? and emoji = ?",
-                    [clip_id, user_id, emoji],
-                )
+            self._apply_vote_event(("react", clip_id, user_id, emoji, added, at))
             return self._recompute_vote(clip_id, user_id, values)
 
     def apply_reactions(
