@@ -395,15 +395,7 @@ class GenerationWorker(DurableWorker):
                 await self._stall_wait(job, e, failures, first)
 
     async def _confirmed(self, job: Job, gen: Generator, pid: str) -> None:
-        seconds = job.requested_seconds or job.duration or self.settings.clip_seconds
-        charge = Charge(
-            backend=gen.name,
-            model=gen.model,
-            kind="generation",
-            seconds=seconds,
-            amount=cost_of(self.settings, gen.name, seconds),
-            currency=getattr(self.settings, "currency", "USD"),
-        )
+        charge = self._charge(job, gen, "generation")
         await self.store.set_provider_job_id(job.id, pid, charge=charge)
         log.info("job %s submitted to %s as %s", job.id, gen.name, pid)
 
@@ -628,14 +620,19 @@ class GenerationWorker(DurableWorker):
         """A negative ledger row when the provider does not bill a failed generation."""
         if gen is None or gen.charges_failures:
             return None
+        return self._charge(job, gen, "refund")
+
+    def _charge(self, job: Job, gen: Generator, kind: str) -> Charge:
+        """The ledger row of one submission of ``job`` (a refund is its negative)."""
         seconds = job.requested_seconds or job.duration or self.settings.clip_seconds
+        price = cost_of(self.settings, gen.name, seconds)
         return Charge(
             backend=gen.name,
             model=gen.model,
-            kind="refund",
+            kind=kind,
             seconds=seconds,
-            amount=-cost_of(self.settings, gen.name, seconds),
-            currency=getattr(self.settings, "currency", "USD"),
+            amount=-price if kind == "refund" else price,
+            currency=self.settings.currency,
         )
 
     async def _notify(self, job: Job | None) -> None:
