@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
 from pathlib import Path
 
@@ -133,3 +134,33 @@ async def test_cancelling_twice_still_reaps_the_process():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert ffmpeg_children() == []
+
+
+async def test_an_ffmpeg_that_writes_nothing_is_stopped_and_run_again(tmp_path):
+    # ffmpeg opening a FIFO nobody writes to blocks without a word, as a deadlocked one does
+    fifo = tmp_path / "never-written"
+    os.mkfifo(fifo)
+    args = ["-f", "mpegts", "-i", str(fifo), "-f", "null", "-"]
+    with pytest.raises(MediaError, match="wrote nothing for 0.5 s, 2 times"):
+        await run_ffmpeg(args, stall=0.5)
+    assert ffmpeg_children() == []
+
+
+async def test_a_stuck_first_run_is_retried_and_the_second_makes_the_file(tmp_path):
+    # the first run hangs silently (as ffmpeg 9 now and then does at the end of a render);
+    # the second is the real ffmpeg
+    marker = tmp_path / "ran-once"
+    wrapper = tmp_path / "ffmpeg"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ ! -e "{marker}" ]; then touch "{marker}"; exec sleep 60; fi\n'
+        f'exec "{resolve_ffmpeg()}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    out = tmp_path / "out.mp4"
+    args = ["-f", "lavfi", "-i", "testsrc2=s=160x90:r=24:d=1", "-c:v", "libx264", str(out)]
+    seen: list[float] = []
+    await run_ffmpeg(args, binary=str(wrapper), duration=1.0, progress=seen.append, stall=0.5)
+    assert marker.exists() and out.stat().st_size > 0
+    assert seen[-1] == 1.0
+    assert not [p for p in psutil.Process().children(recursive=True) if p.name() == "sleep"]

@@ -176,6 +176,19 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
             await asyncio.shield(waiter)
 
 
+#: seconds without a line from ffmpeg (it writes progress twice a second) after which it
+#: is taken for stuck, killed and run again once: the ffmpeg 9 static build deadlocks now
+#: and then at the end of a short render (about 1 run in 100 under load)
+STALL_SECONDS = 60.0
+
+#: how many times a stuck ffmpeg is run again before the render fails
+STALL_RETRIES = 1
+
+
+class _Stalled(Exception):
+    pass
+
+
 async def run_ffmpeg(
     args: list[str],
     *,
@@ -184,6 +197,7 @@ async def run_ffmpeg(
     progress: Callable[[float], None] | None = None,
     timeout: float | None = None,
     nice: float | None = None,
+    stall: float | None = None,
 ) -> None:
     """Run ffmpeg with ``args`` and wait for it without blocking the event loop.
 
@@ -195,18 +209,53 @@ async def run_ffmpeg(
     ``nice`` lowers the process's scheduling priority by that much (background renders
     yield the CPU to generation and interactive work).
 
-    Raises :class:`MediaError` carrying the last lines of stderr when ffmpeg exits non-zero
-    or runs past ``timeout`` seconds. When the calling task is cancelled the process is
-    killed and reaped before :class:`asyncio.CancelledError` propagates.
+    An ffmpeg that writes nothing for ``stall`` seconds (default :data:`STALL_SECONDS`) is
+    killed and run again, :data:`STALL_RETRIES` times; its output file is rewritten from
+    the start (``-y``), so every caller's output must be a path of its own, as they are.
+
+    Raises :class:`MediaError` carrying the last lines of stderr when ffmpeg exits non-zero,
+    runs past ``timeout`` seconds or stays stuck. When the calling task is cancelled the
+    process is killed and reaped before :class:`asyncio.CancelledError` propagates.
     """
     exe = binary or _default_binary()
     argv = [exe, *GLOBAL_ARGS, *args]
     log.debug("ffmpeg %s", " ".join(args))
+    stall = STALL_SECONDS if stall is None else stall
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    for tries in range(STALL_RETRIES + 1):
+        left = None if deadline is None else max(0.0, deadline - loop.time())
+        try:
+            await _run_once(argv, duration=duration, progress=progress, timeout=left,
+                            total=timeout, nice=nice, stall=stall)  # fmt: skip
+            return
+        except _Stalled as stuck:
+            if tries == STALL_RETRIES:
+                raise MediaError(
+                    f"ffmpeg wrote nothing for {stall:g} s, {tries + 1} times, and was stopped",
+                    str(stuck),
+                ) from None
+            log.warning("ffmpeg wrote nothing for %g s; stopped it and running it again", stall)
+
+
+async def _run_once(
+    argv: list[str],
+    *,
+    duration: float | None,
+    progress: Callable[[float], None] | None,
+    timeout: float | None,
+    total: float | None,
+    nice: float | None,
+    stall: float,
+) -> None:
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     last_fraction = -1.0
+    loop = asyncio.get_running_loop()
+    heard = loop.time()
 
     def on_progress_line(line: str) -> None:
-        nonlocal last_fraction
+        nonlocal last_fraction, heard
+        heard = loop.time()
         if progress is None or not duration or duration <= 0:
             return
         key, _, value = line.partition("=")
@@ -217,6 +266,11 @@ async def run_ffmpeg(
             last_fraction = fraction
             progress(fraction)
 
+    def on_stderr_line(line: str) -> None:
+        nonlocal heard
+        heard = loop.time()
+        tail.append(line)
+
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -225,7 +279,7 @@ async def run_ffmpeg(
             stderr=asyncio.subprocess.PIPE,
         )
     except OSError as exc:
-        raise MediaError(f"cannot start ffmpeg ({exe}): {exc}") from exc
+        raise MediaError(f"cannot start ffmpeg ({argv[0]}): {exc}") from exc
     if nice:
         # set right after the start rather than in a preexec_fn (unsafe with threads);
         # the first milliseconds at normal priority do not matter
@@ -236,20 +290,24 @@ async def run_ffmpeg(
     assert proc.stdout is not None and proc.stderr is not None
     readers = asyncio.gather(
         _read_lines(proc.stdout, on_progress_line),
-        _read_lines(proc.stderr, tail.append),
+        _read_lines(proc.stderr, on_stderr_line),
     )
     try:
         async with asyncio.timeout(timeout):
+            while not readers.done():
+                await asyncio.wait([readers], timeout=min(stall, 5.0))
+                if not readers.done() and loop.time() - heard >= stall:
+                    raise _Stalled("\n".join(tail))
             await readers
             returncode = await proc.wait()
     except TimeoutError:
         readers.cancel()
         await _kill(proc)
         raise MediaError(
-            f"ffmpeg timed out after {timeout:g} s and was stopped", "\n".join(tail)
+            f"ffmpeg timed out after {total:g} s and was stopped", "\n".join(tail)
         ) from None
     except BaseException:
-        # cancellation (or a bug in a progress callback): never leave ffmpeg running
+        # stuck, cancelled (or a bug in a progress callback): never leave ffmpeg running
         readers.cancel()
         await _kill(proc)
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -417,6 +417,15 @@ def _audio_chain(frames: int, fps: int) -> str:
     )
 
 
+def _silence(frames: int, fps: int) -> str:
+    """A filter-graph chain ``[a]`` of silence as long as ``frames``.
+
+    Made inside the graph, not read from a ``-f lavfi -i anullsrc`` input: with such an
+    input the ffmpeg 9 static build deadlocks at the end of about 1 render in 100.
+    """
+    return f"anullsrc=r={AUDIO_RATE}:cl=stereo,{_audio_chain(frames, fps)}[a]"
+
+
 async def check_segment(path: Path, options: CutOptions, frames: int, *, audio: bool) -> None:
     """Raise :class:`MediaError` unless ``path`` has exactly the joinable format and
     ``frames`` frames (the invariant that makes the stream-copy join valid)."""
@@ -531,7 +540,8 @@ class SegmentRenderer:
             future.exception()  # retrieved: no "never retrieved" warning when nobody waits
             raise
         finally:
-            self._inflight.pop(key, None)
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
 
     # ------------------------------------------------------------------ slot segments
     async def slot_segment(
@@ -635,8 +645,7 @@ class SegmentRenderer:
             if info.has_audio:
                 graph.append(f"[0:a:0]{_audio_chain(seg.frames, fps)}[a]")
             else:
-                args += ["-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo"]
-                graph.append(f"[{n_inputs}:a:0]{_audio_chain(seg.frames, fps)}[a]")
+                graph.append(_silence(seg.frames, fps))
             maps += ["-map", "[a]", *audio_encode_args()]
         args += ["-filter_complex", ";".join(graph), *maps]
         args += [*video_encode_args(options, threads), "-frames:v", str(seg.frames)]
@@ -699,8 +708,8 @@ class SegmentRenderer:
         args = ["-framerate", str(fps), "-i", str(png)]
         maps = ["-map", "[v]"]
         if keep_audio:
-            args += ["-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo"]
-            maps += ["-map", "1:a", *audio_encode_args(), "-t", f"{frames / fps:.6f}"]
+            vf += ";" + _silence(frames, fps)
+            maps += ["-map", "[a]", *audio_encode_args()]
         args += ["-filter_complex", vf, *maps, *video_encode_args(options, threads)]
         args += ["-frames:v", str(frames), "-f", "mp4", str(dest)]
         await run_ffmpeg(args, binary=self.binary, duration=frames / fps, progress=progress,
