@@ -442,6 +442,18 @@ async def test_an_output_removed_from_the_output_folder_is_expired(fake, gen, tm
     assert (await gen.poll(pid)).state == JobState.DONE
 
 
+async def test_a_job_followed_on_the_websocket_needs_no_lookups(fake, gen, tmp_path):
+    # once the websocket is up, a prompt's start, progress, end and video all come as
+    # frames: neither waiting in the host's queue nor finishing asks GET /history
+    fake.job_seconds = 0.3
+    warm = await gen.submit(request())
+    await run_to_end(gen, warm)
+    pid = await gen.submit(request())
+    assert (await run_to_end(gen, pid))[-1].state == JobState.DONE
+    assert is_video(await gen.download(pid, tmp_path / "x.mp4"))
+    assert fake.history_reads[pid] == 0 and fake.executed[pid] == 1
+
+
 async def test_a_history_without_outputs_is_expired_and_a_later_poll_reads_it_again(
     fake, gen, tmp_path
 ):

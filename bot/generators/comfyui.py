@@ -17,8 +17,10 @@ names, in ``COMFYUI_INPUTS``, the node inputs crowdcut fills in (see
 4. queues the graph (``POST /prompt`` with ``prompt``, ``client_id`` and ``prompt_id``),
    sent once (``create=True``): a lost answer is ``outcome_unknown``;
 5. follows it on the host's websocket (frames filtered by ``prompt_id``; ``executing``
-   with ``node: null`` ends a job after success, error and interrupt alike) and reads
-   ``GET /history/{id}``, the truth once it ended: ``status_str`` ``success`` is done, an
+   with ``node: null`` ends a job after success, error and interrupt alike; while a
+   prompt queued during the current websocket connection waits, it is looked up over
+   HTTP only every ``RECHECK_SECONDS``, 10 s, since its start will come as a frame) and
+   reads ``GET /history/{id}``, the truth once it ended: ``status_str`` ``success`` is done, an
    ``execution_error`` fails the job (``invalid_input`` for a bad option value, which
    newer-style nodes accept at submit and refuse when they run), an
    ``execution_interrupted`` after our cancel is canceled;

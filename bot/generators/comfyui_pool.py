@@ -35,7 +35,7 @@ import aiohttp
 
 from bot.errors import GeneratorError, GeneratorErrorKind
 from bot.generators.base import JobState, JobStatus
-from bot.generators.comfyui_workflow import history_failure
+from bot.generators.comfyui_workflow import history_failure, video_outputs
 from bot.generators.http import ProviderHTTP
 
 K = GeneratorErrorKind
@@ -47,6 +47,12 @@ def host_label(url: str) -> str:
     """``http://user:pw@gpu1:8188/`` -> ``gpu1:8188``: a name for logs without credentials."""
     parts = urlsplit(url)
     return parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else "host"
+
+
+#: how often a prompt waiting in a host's queue is looked up over HTTP although the
+#: websocket would announce its start: the safety net for a prompt removed from the queue
+#: by hand, which no frame reports
+RECHECK_SECONDS = 10.0
 
 
 @dataclass
@@ -95,6 +101,15 @@ class PoolJob:
     final: JobStatus | None = None
     outputs: Any = None
     cancel_requested: bool = False
+    #: what ``executed`` frames said each output node wrote, and whether
+    #: ``execution_success`` came: the job's outputs without a ``GET /history``
+    ws_outputs: dict[str, Any] = field(default_factory=dict)
+    succeeded: bool = False
+    #: queued on ``host`` while its websocket was connected, and it has not dropped since:
+    #: the websocket will say when the prompt starts, so waiting needs no HTTP lookups
+    watched: bool = False
+    #: when ``host`` was last asked over HTTP where the prompt is (monotonic)
+    looked_at: float = 0.0
     #: hosts where an earlier copy of this prompt may still be queued or running
     stale: set[Host] = field(default_factory=set)
     moves: int = 0
@@ -137,8 +152,11 @@ class PoolJob:
                 self.state = JobState.RUNNING
         elif kind in ("execution_success", "execution_error", "execution_interrupted"):
             self.ended = True
+            self.succeeded = kind == "execution_success"
         elif kind == "executed":
-            pass
+            node, output = data.get("node"), data.get("output")
+            if isinstance(node, str | int) and isinstance(output, Mapping):
+                self.ws_outputs[str(node)] = output
         else:
             return
         self._update_progress()
@@ -453,7 +471,8 @@ class Pool:
         # frames may have been missed: the next poll of each job asks over HTTP
         for job in self.jobs.values():
             if job.host is host and job.final is None:
-                job.started = job.ended = False
+                job.started = job.ended = job.watched = job.succeeded = False
+                job.ws_outputs = {}
                 job.event.set()
 
     async def on_host_change(self, host: Host, up: bool) -> None:
@@ -530,6 +549,7 @@ class Pool:
                 "POST /prompt: the server ignored the prompt_id crowdcut chose; ComfyUI "
                 "0.3.45 or newer is needed",
             )
+        job.watched, job.looked_at = host.ws_connected, time.monotonic()
         host.forget_queue()
 
     # ------------------------------------------------------------------ lookups
@@ -643,7 +663,21 @@ class Pool:
                 return await self._poll_down(job)
             if host.ws_connected and job.started and not job.ended:
                 return job.status()  # the websocket keeps us up to date
+            if job.succeeded and not job.cancel_requested and video_outputs(job.ws_outputs):
+                # the websocket saw it succeed and name its video: no history needed (a
+                # file gone by the download is output_expired, which reads the history)
+                job.outputs = dict(job.ws_outputs)
+                return self.finish(job, JobStatus(JobState.DONE, 1.0))
+            if (
+                host.ws_connected
+                and job.watched
+                and not job.ended
+                and not job.cancel_requested
+                and time.monotonic() - job.looked_at < RECHECK_SECONDS
+            ):
+                return job.status()  # waiting on the host: its start comes on the websocket
             try:
+                job.looked_at = time.monotonic()
                 found = await self.lookup(host, job.pid)
             except GeneratorError as e:
                 if e.kind == K.UNAVAILABLE and not await host.check_alive():

@@ -16,7 +16,7 @@ import av
 
 from bot.errors import InvalidClip, MediaError
 from bot.media.ffmpeg import part_path, publish, run_ffmpeg
-from bot.media.probe import ProbeResult, probe_async
+from bot.media.probe import ProbeResult, probe, probe_async
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +28,7 @@ MAX_SIDE = 8192
 FIT_HEADROOM = 0.92
 
 
-def _decodes_a_frame(path: Path) -> bool:
-    """True when the first video frame of ``path`` decodes (blocking; run in a thread)."""
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            stream = container.streams.video[0]
-            for _frame in container.decode(stream):
-                return True
-    except (av.FFmpegError, IndexError, ValueError) as exc:
-        log.debug("decoding the first frame of %s failed: %s", path, exc)
-    return False
-
-
-async def validate_clip(path: Path) -> ProbeResult:
+def check_clip(path: Path) -> ProbeResult:
     """Check that ``path`` is a usable video clip and describe it.
 
     Refuses, with :class:`InvalidClip`: a file that is not media, one without a video
@@ -48,9 +36,12 @@ async def validate_clip(path: Path) -> ProbeResult:
     not decode, a zero duration, a duration over :data:`MAX_CLIP_SECONDS`, and absurd
     frame sizes. A clip without audio is accepted (``has_audio`` is False); so is a
     portrait clip.
+
+    Blocks (it opens and decodes the file): call :func:`validate_clip` from async code,
+    or run it in a thread together with what follows it.
     """
     try:
-        info = await probe_async(path)
+        info = probe(path, decode=True)
     except InvalidClip as exc:
         raise InvalidClip(f"The generated clip is unusable. {exc.message}") from exc
     if not info.has_video:
@@ -74,13 +65,18 @@ async def validate_clip(path: Path) -> ProbeResult:
             f"The generated video lasts {duration:.0f} s; clips may last at most "
             f"{MAX_CLIP_SECONDS:.0f} s."
         )
-    if not await asyncio.to_thread(_decodes_a_frame, Path(path)):
+    if not info.decodes:
         raise InvalidClip("The generated video has no frames that can be decoded.")
     log.debug(
         "clip %s ok: %dx%d %s fps %.2f s audio=%s",
         path, info.width, info.height, info.frame_rate, duration, info.has_audio,
     )  # fmt: skip
     return info
+
+
+async def validate_clip(path: Path) -> ProbeResult:
+    """:func:`check_clip` in a worker thread."""
+    return await asyncio.to_thread(check_clip, path)
 
 
 async def last_frame_png(path: Path, dest: Path, *, binary: str | None = None) -> Path:

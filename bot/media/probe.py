@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -49,6 +50,8 @@ class ProbeResult:
     audio_codec: str | None = None
     sample_rate: int | None = None
     channels: int | None = None
+    #: whether the first video frame decoded; ``None`` when not tried (see :func:`probe`)
+    decodes: bool | None = None
 
     @property
     def is_portrait(self) -> bool:
@@ -71,8 +74,9 @@ def _fraction(value: object) -> Fraction | None:
     return frac if frac > 0 else None
 
 
-def probe(path: Path | str) -> ProbeResult:
-    """Open ``path`` with PyAV and describe its first video and audio streams.
+def probe(path: Path | str, *, decode: bool = False) -> ProbeResult:
+    """Open ``path`` with PyAV and describe its first video and audio streams; with
+    ``decode``, also try to decode the first video frame (``decodes``), in the same open.
 
     Blocks: call :func:`probe_async` from async code. Raises :class:`InvalidClip` with a
     reason safe to show a member when the file is missing, empty or not media at all.
@@ -129,6 +133,8 @@ def probe(path: Path | str) -> ProbeResult:
             )
             if not duration and audio.duration and audio.time_base:
                 duration = float(audio.duration * audio.time_base)
+        if decode and video is not None:
+            fields["decodes"] = _first_frame_decodes(container, video, path)
         return ProbeResult(
             path=path,
             size_bytes=size,
@@ -138,6 +144,15 @@ def probe(path: Path | str) -> ProbeResult:
             has_audio=audio is not None,
             **fields,  # type: ignore[arg-type]
         )
+
+
+def _first_frame_decodes(container: Any, stream: Any, path: Path) -> bool:
+    try:
+        for _frame in container.decode(stream):
+            return True
+    except (av.FFmpegError, IndexError, ValueError) as exc:
+        log.debug("decoding the first frame of %s failed: %s", path, exc)
+    return False
 
 
 async def probe_async(path: Path | str) -> ProbeResult:

@@ -55,7 +55,8 @@ from bot.errors import (
     StorageFull,
 )
 from bot.generators.base import GenerationRequest, Generator, JobState
-from bot.media.clips import validate_clip
+from bot.media.clips import check_clip
+from bot.media.probe import ProbeResult
 from bot.services.durable import DurableWorker
 from bot.services.routing import BackendRouter
 from storage.models import CANCELED, QUEUED, RUNNING, SUBMITTED, Charge, Clip, Job
@@ -408,14 +409,15 @@ class GenerationWorker(DurableWorker):
         first_failure: float | None = None
         expired_once = False
         downloads = 0
+        current, checked = job, -1e18
         while True:
-            current = await self._check_canceled(job, gen, pid)
             try:
                 status = await gen.poll(pid)
             except GeneratorError as e:
                 self._health(gen, e)
                 if not e.transient:
                     raise  # refused, gone for good, bad credentials: not worth polling again
+                await self._check_canceled(job, gen, pid)
                 failures += 1
                 first_failure = first_failure or self.clock()
                 await self._stall_wait(job, e, failures, first_failure)
@@ -423,6 +425,13 @@ class GenerationWorker(DurableWorker):
             self.router.succeeded(gen.name)
             failures, first_failure = 0, None
             if status.state in (JobState.QUEUED, JobState.RUNNING):
+                # a job canceled by the other process (``crowdcut worker`` beside the bot)
+                # is seen here, once per POLL_SECONDS: not on every progress frame. One
+                # canceled in this process has its task canceled; one that is done is not
+                # checked first: complete_job keeps a canceled job canceled.
+                if self.clock() - checked >= self.settings.poll_seconds:
+                    current = await self._check_canceled(job, gen, pid)
+                    checked = self.clock()
                 p = status.progress
                 # progress is written (and so shown) at most once per STATUS_EDIT_SECONDS
                 if status.state == JobState.RUNNING and (
@@ -435,7 +444,8 @@ class GenerationWorker(DurableWorker):
                     await self.store.mark_running(job.id, p)
                     last_progress = p if p is not None else last_progress
                     last_written = self.clock()
-                    await self._notify(await self.store.get_job(job.id))
+                    current = await self.store.get_job(job.id) or current
+                    await self._notify(current)
                 await gen.wait(pid, self.settings.poll_seconds)
             elif status.state == JobState.DONE:
                 try:
@@ -521,12 +531,17 @@ class GenerationWorker(DurableWorker):
         tmp = Path(self.app.tmp_dir) / f"job-{job.id}-{uuid.uuid4().hex[:8]}.mp4"
         try:
             await gen.download(pid, tmp)
+
+            def check_and_store() -> tuple[ProbeResult, str]:
+                # one thread hop for both: the clip is checked, then moved into the store
+                info = check_clip(tmp)
+                return info, self.app.media.put_file(tmp, "mp4", move=True)
+
             try:
-                info = await validate_clip(tmp)
+                info, key = await asyncio.to_thread(check_and_store)
             except (InvalidClip, MediaError) as e:
                 log.warning("job %s: the downloaded output is not usable video: %s", job.id, e)
                 raise GeneratorError(K.NOT_VIDEO, "the output is not a usable video") from None
-            key = await asyncio.to_thread(self.app.media.put_file, tmp, "mp4", move=True)
         finally:
             tmp.unlink(missing_ok=True)
         clip = await self.store.complete_job(

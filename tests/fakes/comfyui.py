@@ -25,7 +25,7 @@ runs that finished successfully), ``started``, ``interrupted``, ``deleted``.
 Faults: :meth:`fail` (an HTTP status, with ``Retry-After``, for the next N requests of a
 route), :meth:`hang` (no answer), :meth:`malformed` (200 with broken JSON),
 ``truncate_view`` / ``view_html`` (a cut-off or an HTML ``/view``), ``drop_outputs``
-(history without outputs), :meth:`delete_outputs` (``/view`` answers 404), :meth:`kill` /
+(history and ``executed`` frames without outputs), :meth:`delete_outputs` (``/view`` answers 404), :meth:`kill` /
 :meth:`restart` (the process dies, losing its in-memory queue and history, and comes back
 on the same port), :meth:`freeze` / :meth:`thaw` (stops answering and working, keeps state).
 
@@ -170,6 +170,7 @@ class FakeComfyUI:
         self.started: Counter[str] = Counter()
         self.interrupted: Counter[str] = Counter()
         self.deleted: Counter[str] = Counter()
+        self.history_reads: Counter[str] = Counter()  # GET /history/{id} per prompt id
         self.uploads: dict[str, bytes] = {}  # the input folder (survives a restart)
         self.files: dict[tuple[str, str, str], bytes] = {}  # (type, subfolder, filename)
         self.faults: list[_Fault] = []
@@ -586,6 +587,7 @@ class FakeComfyUI:
 
     async def _get_history(self, request: web.Request) -> web.Response:
         pid = request.match_info["prompt_id"]
+        self.history_reads[pid] += 1
         if pid not in self.history:
             return web.json_response({})
         return web.json_response({pid: self._history_entry(pid)})
@@ -814,7 +816,8 @@ class FakeComfyUI:
             if nid in item.outputs:
                 ui = self._write_output(node)
                 outputs[nid] = ui
-                await say("executed", {"node": nid, "display_node": nid, "output": ui})
+                output = {} if self.drop_outputs else ui
+                await say("executed", {"node": nid, "display_node": nid, "output": output})
             executed.append(nid)
             states[nid].update(value=1.0, state="finished")
             await progress_state()
