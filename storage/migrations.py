@@ -303,3 +303,12 @@ def m006_music_video(db: Database) -> None:
     db["renders"].create_index(["project_id", "identity"])
     # the dispatcher asks when each waiting member was last served
     db["jobs"].create_index(["member_id", "submitted_at"])
+
+
+@migrations()
+def m007_fair_order_index(db: Database) -> None:
+    # each member's next waiting jobs, read from the index alone at every dispatch
+    db["jobs"].create_index(
+        ["state", "member_id", "queued_at", "id", "moderation", "next_attempt_at"],
+        index_name="idx_jobs_fair_order",
+    )

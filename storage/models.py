@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -226,11 +227,16 @@ class AuditEntry:
 _BOOL_FIELDS = {"is_bot", "has_audio", "anonymous", "chain_mode"}
 
 
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
 def from_row(cls: type[T], row: dict[str, Any] | None) -> T | None:
     """Map a row dict onto ``cls``, decoding JSON and boolean columns."""
     if row is None:
         return None
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = _field_names(cls)
     data = {k: v for k, v in row.items() if k in names}
     for k in _BOOL_FIELDS & data.keys():
         data[k] = bool(data[k])

@@ -590,10 +590,11 @@ class Store(OutboxMixin):
         return [
             from_row(Job, r)  # type: ignore[misc]
             for r in self.db.query(
-                "select * from (select *, row_number() over "
-                "(partition by member_id order by queued_at, id) as rn from jobs "
+                # ranked over idx_jobs_fair_order alone, then only the chosen rows are read
+                "select * from jobs where id in (select id from (select id, row_number() "
+                "over (partition by member_id order by queued_at, id) as rn from jobs "
                 "where state = ? and moderation in ('none', 'approved') "
-                "and coalesce(next_attempt_at, 0) <= ?) where rn <= ? order by id",
+                "and coalesce(next_attempt_at, 0) <= ?) where rn <= ?) order by id",
                 [QUEUED, now, per_member],
             )
         ]
