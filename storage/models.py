@@ -116,6 +116,18 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """A queued job as the dispatcher sees it: what fair order and routing need."""
+
+    id: int
+    project_id: int
+    member_id: int
+    queued_at: float
+    next_attempt_at: float | None
+    duration: float | None
+
+
+@dataclass(frozen=True)
 class Charge:
     """One ledger row to write with a job's change (see ``Store.set_provider_job_id``)."""
 

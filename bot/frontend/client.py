@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 UNKNOWN_MESSAGE = 10008  # Discord's JSON error code for a message that does not exist
 #: background renders wait this long after the last command or button
 QUIET_SECONDS = 30.0
+#: how long after the last interaction the outbox starts effects again
+BURST_GAP_SECONDS = 0.25
 
 
 class _PostGone(Exception):
@@ -80,6 +82,7 @@ class CrowdcutBot(commands.Bot):
             app,
             self.publisher.handlers(),
             spacing={STATUS: app.settings.status_edit_seconds},
+            hold=self._interactions_pouring_in,
         )
         self.worker = GenerationWorker(app, events=self.publisher)
         self.submissions = SubmissionService(app, self.worker)
@@ -110,6 +113,11 @@ class CrowdcutBot(commands.Bot):
     # ------------------------------------------------------------------ background
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         self._last_interaction = time.monotonic()
+
+    def _interactions_pouring_in(self) -> float:
+        """Seconds until the last interaction is :data:`BURST_GAP_SECONDS` old (the outbox
+        waits that long before it starts effects: members' commands are answered first)."""
+        return BURST_GAP_SECONDS - (time.monotonic() - self._last_interaction)
 
     def _busy(self) -> bool:
         """Whether background renders should wait: something generates, Discord effects

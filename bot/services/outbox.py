@@ -9,7 +9,12 @@ module does not. What the worker adds:
 - a quiet period per key (``spacing``): a job's status message is edited at most once per
   ``STATUS_EDIT_SECONDS``, with the latest state (the rows coalesce meanwhile);
 - retries with capped backoff, the server's ``retry_after`` first; a handler that keeps
-  failing for an unexpected reason gives up after ``max_attempts`` and says so in the log.
+  failing for an unexpected reason gives up after ``max_attempts`` and says so in the log;
+- members first: while ``hold()`` says interactions are pouring in (a burst of commands),
+  no effect starts, so that every interaction is acknowledged before Discord's 3 s
+  deadline; status messages and clip posts follow a moment later. A hold never lasts
+  more than :data:`MAX_HOLD_SECONDS` at a stretch, so a steady stream of commands cannot
+  starve the effects.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Effect], Awaitable[None]]
 
+#: the longest the outbox waits, at a stretch, for a burst of interactions to pass
+MAX_HOLD_SECONDS = 3.0
+
 
 class OutboxWorker(DurableWorker):
     """Drains the outbox with ``handlers[kind]``."""
@@ -44,6 +52,7 @@ class OutboxWorker(DurableWorker):
         spacing: Mapping[str, float] | None = None,
         concurrency: int = 4,
         clock: Callable[[], float] = time.time,
+        hold: Callable[[], float] | None = None,
     ) -> None:
         super().__init__()
         self.app = app
@@ -53,6 +62,8 @@ class OutboxWorker(DurableWorker):
         self.concurrency = concurrency
         self.clock = clock
         self._last_done: dict[str, float] = {}
+        self.hold = hold or (lambda: 0.0)
+        self._held_since: float | None = None
 
     @property
     def capacity(self) -> int:
@@ -64,9 +75,19 @@ class OutboxWorker(DurableWorker):
             log.info("%d Discord effects were cut short by a stop; doing them again", n)
         return n
 
+    def _holding(self) -> bool:
+        """Whether effects wait for a burst of interactions to pass (see the module doc)."""
+        now = time.monotonic()
+        if self.hold() <= 0:
+            self._held_since = None
+            return False
+        if self._held_since is None:
+            self._held_since = now
+        return now - self._held_since < MAX_HOLD_SECONDS
+
     async def dispatch(self) -> list[str]:
         free = self.free
-        if free <= 0:
+        if free <= 0 or self._holding():
             return []
         busy = [str(k) for k in self._tasks]
         effects = await self.store.claim_effects(self.clock(), free, busy_keys=busy)
