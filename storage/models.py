@@ -125,6 +125,7 @@ class Waiting:
     queued_at: float
     next_attempt_at: float | None
     duration: float | None
+    image_key: str | None
 
 
 @dataclass(frozen=True)

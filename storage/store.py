@@ -593,7 +593,7 @@ class Store(OutboxMixin):
             Waiting(*r)
             for r in self.db.execute(
                 # ranked over idx_jobs_fair_order alone, then only the chosen rows are read
-                "select id, project_id, member_id, queued_at, next_attempt_at, duration "
+                "select id, project_id, member_id, queued_at, next_attempt_at, duration, image_key "
                 "from jobs where id in (select id from (select id, row_number() "
                 "over (partition by member_id order by queued_at, id) as rn from jobs "
                 "where state = ? and moderation in ('none', 'approved') "

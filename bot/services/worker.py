@@ -268,6 +268,12 @@ class GenerationWorker(DurableWorker):
             gen = self.generators[backend]
             want = job.duration or self.settings.clip_seconds
             seconds = gen.capabilities.duration_for(want) or gen.capabilities.longest
+            # the reference image is read while the claim is written, not after it
+            image = (
+                asyncio.ensure_future(asyncio.to_thread(self.app.media.read_bytes, job.image_key))
+                if job.image_key
+                else None
+            )
             claimed = await self.store.claim_job(
                 job.id,
                 backend,
@@ -276,17 +282,21 @@ class GenerationWorker(DurableWorker):
                 requested_seconds=seconds,
             )
             if claimed is None:
+                if image is not None:
+                    image.cancel()
                 continue  # canceled in the meantime
             busy[backend] += 1
-            self._spawn(claimed)
+            self._spawn(claimed, image=image)
             started.append(claimed.id)
             await self._notify(claimed)
         return started
 
-    def _spawn(self, job: Job, *, maybe_sent: bool = False) -> None:
+    def _spawn(
+        self, job: Job, *, maybe_sent: bool = False, image: asyncio.Future[bytes] | None = None
+    ) -> None:
         self.spawn(
             job.id,
-            self._drive(job, maybe_sent),
+            self._drive(job, maybe_sent, image),
             crowdcut_member=job.member_id,
             crowdcut_backend=job.backend or self.generator.name,
         )
@@ -305,14 +315,16 @@ class GenerationWorker(DurableWorker):
         self.wake()
 
     # ------------------------------------------------------------------ one job
-    async def _drive(self, job: Job, maybe_sent: bool = False) -> None:
+    async def _drive(
+        self, job: Job, maybe_sent: bool = False, image: asyncio.Future[bytes] | None = None
+    ) -> None:
         """Drive one job to its end. When the database cannot record its progress (its disk
         is full) the job stays as stored and is driven again once writes work, looking the
         provider's job up first: it may have been sent, and is never sent twice."""
         delay = self.settings.retry_base_seconds
         while True:
             try:
-                await self._drive_once(job, maybe_sent)
+                await self._drive_once(job, maybe_sent, image)
                 return
             except StorageFull:
                 log.warning("job %s waits: the database is full (again in %.1fs)", job.id, delay)
@@ -323,7 +335,9 @@ class GenerationWorker(DurableWorker):
                 return  # gone, finished, or still queued: the dispatcher claims it again
             job, maybe_sent = fresh, True
 
-    async def _drive_once(self, job: Job, maybe_sent: bool) -> None:
+    async def _drive_once(
+        self, job: Job, maybe_sent: bool, image: asyncio.Future[bytes] | None = None
+    ) -> None:
         gen = self.generators.get(job.backend or "")
         try:
             if gen is None:
@@ -333,7 +347,7 @@ class GenerationWorker(DurableWorker):
                         f"backend {job.backend!r} is no longer configured (GENERATORS)",
                     )
                 )
-            pid = job.provider_job_id or await self._submit(job, gen, maybe_sent)
+            pid = job.provider_job_id or await self._submit(job, gen, maybe_sent, image)
             await self._follow(job, gen, pid)
         except asyncio.CancelledError:
             raise
@@ -349,11 +363,17 @@ class GenerationWorker(DurableWorker):
             log.exception("job %s failed unexpectedly", job.id)
             await self._fail(job, gen, GeneratorError(K.UNKNOWN, "unexpected error (see the log)"))
 
-    async def _submit(self, job: Job, gen: Generator, maybe_sent: bool) -> str:
+    async def _submit(
+        self,
+        job: Job,
+        gen: Generator,
+        maybe_sent: bool,
+        image: asyncio.Future[bytes] | None = None,
+    ) -> str:
         """Send the job's current submission once and return the provider's job id,
         resolving a lost answer (or, with ``maybe_sent``, a crash mid-send) by looking
         it up first."""
-        request = await self._request(job, gen)
+        request = await self._request(job, gen, image)
         since = (job.submitted_at or self.clock()) - 60  # clocks differ
         for _ in range(3):
             pid = await self._find(job, gen, request, since) if maybe_sent else None
@@ -510,10 +530,14 @@ class GenerationWorker(DurableWorker):
     def _health(self, gen: Generator, error: GeneratorError) -> None:
         self.router.failed(gen.name, error)
 
-    async def _request(self, job: Job, gen: Generator) -> GenerationRequest:
+    async def _request(
+        self, job: Job, gen: Generator, read: asyncio.Future[bytes] | None = None
+    ) -> GenerationRequest:
+        """What is sent to the provider; ``read`` is the reference image already being
+        read (by the dispatcher), else it is read here."""
         image = None
         if job.image_key:
-            image = await asyncio.to_thread(self.app.media.read_bytes, job.image_key)
+            image = await (read or asyncio.to_thread(self.app.media.read_bytes, job.image_key))
         seconds = job.requested_seconds
         if seconds is None:
             want = job.duration or self.settings.clip_seconds
