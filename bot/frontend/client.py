@@ -10,6 +10,7 @@ action (``crowdcut sync-commands`` or the owner's ``!sync``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -42,6 +43,10 @@ UNKNOWN_MESSAGE = 10008  # Discord's JSON error code for a message that does not
 QUIET_SECONDS = 30.0
 #: how long after the last interaction the outbox starts effects again
 BURST_GAP_SECONDS = 0.25
+#: the longest a command's work waits for other interactions' acknowledgements
+ACKS_FIRST_SECONDS = 1.0
+#: Discord's deadline for acknowledging an interaction
+ACK_DEADLINE_SECONDS = 3.0
 
 
 class _PostGone(Exception):
@@ -98,6 +103,9 @@ class CrowdcutBot(commands.Bot):
             busy=self._busy,  # background segments yield to generation and to members
         )
         self._last_interaction = -1e18
+        #: interactions received and not yet acknowledged (see acks_first)
+        self._unacked: dict[int, tuple[discord.Interaction[Any], float]] = {}
+        self._acks_watch: asyncio.Task[None] | None = None
         self._background: asyncio.Task[None] | None = None
         self._recount: asyncio.Task[None] | None = None
         self.background_ready = asyncio.Event()
@@ -113,6 +121,32 @@ class CrowdcutBot(commands.Bot):
     # ------------------------------------------------------------------ background
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         self._last_interaction = time.monotonic()
+        self._unacked[interaction.id] = (interaction, self._last_interaction)
+
+    def _prune_acked(self) -> bool:
+        """Forget acknowledged (or expired) interactions; whether any is still waiting."""
+        now = time.monotonic()
+        for key, (interaction, at) in list(self._unacked.items()):
+            if interaction.response.is_done() or now - at > ACK_DEADLINE_SECONDS:
+                del self._unacked[key]
+        return bool(self._unacked)
+
+    async def _watch_acks(self) -> None:
+        while self._prune_acked():
+            await asyncio.sleep(0.005)
+
+    async def acks_first(self) -> None:
+        """Called by a command once it has acknowledged its interaction: its work waits
+        while other interactions still wait for their acknowledgement (a burst of
+        commands), at most :data:`ACKS_FIRST_SECONDS`. Discord allows 3 s to acknowledge
+        and 15 minutes to answer: during a burst every member first sees "thinking…",
+        then the answers come. A command alone is not held at all."""
+        if self._acks_watch is None or self._acks_watch.done():
+            if not self._prune_acked():
+                return
+            self._acks_watch = asyncio.create_task(self._watch_acks())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._acks_watch), ACKS_FIRST_SECONDS)
 
     def _interactions_pouring_in(self) -> float:
         """Seconds until the last interaction is :data:`BURST_GAP_SECONDS` old (the outbox

@@ -60,6 +60,7 @@ class Prompting(CrowdcutCog):
     ) -> None:
         """Prompt a clip for the current project. Attach an image to guide it."""
         await ctx.defer(ephemeral=True)
+        await self.bot.acks_first()
         async with self.intake:
             project = await self.project_here(ctx)
             data = None
@@ -91,6 +92,7 @@ class Prompting(CrowdcutCog):
     ) -> None:
         """Continue a clip: its last frame becomes the reference image of a new prompt."""
         await ctx.defer(ephemeral=True)
+        await self.bot.acks_first()
         async with self.intake:
             project = await self.project_here(ctx)
             kwargs: dict[str, Any] = {"channel_id": ctx.channel.id}
