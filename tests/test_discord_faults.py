@@ -263,7 +263,9 @@ async def test_a_deleted_channel_gives_up_its_effects_and_other_channels_carry_o
         guild.mod.id, other, "project", {"title": "Elsewhere"}, subcommand="create"
     )
     await it.wait_reply()
-    doomed = await prompt(guild, guild.alice, "a castle made of sand")
+    # real-time render: still generating when its channel goes (status messages wait for
+    # a burst of commands to pass, so by the time one shows a quick render could be done)
+    doomed = await prompt(guild, guild.alice, "a castle made of sand [slow]")
     await until(lambda: status_shows(guild, doomed, "Job #"))
     deleted = guild.channel
     emu.delete_channel(deleted)

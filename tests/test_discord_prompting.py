@@ -158,8 +158,8 @@ async def test_queue_lists_my_jobs_and_cancel_is_mine_or_a_moderators(guild):
         "open_project",
         "create_project",
     ]
+    await guild.env.bot.publisher.flush()  # status messages wait for a burst of commands
     job = await guild.app.store.get_job(1)
-    await guild.env.bot.publisher.flush()
     assert "Canceled" in guild.emu.get_message(guild.channel, job.status_message_id)["content"]
 
 
