@@ -2,8 +2,9 @@
 
 1. 200 finished clips are waiting in the database when the bot starts; it posts them all
    (with their vote reactions), as after a restart.
-2. A burst of 500 ``/prompt`` commands from 100 members, all at once: the time from the
-   emulator sending INTERACTION_CREATE to the bot's first callback (p50, p99, max; Discord's
+2. A burst of 500 ``/prompt`` commands from 100 members, all at once, three times a few
+   seconds apart: the time from the emulator sending INTERACTION_CREATE to the bot's first
+   callback (p50 and p99 of the median burst, each burst's p99, the max; Discord's
    deadline is 3 s). Pre-moderation is on so the prompts wait for approval instead of
    rendering on the same two cores: the number is the bot's own answer time.
 3. 20,000 reaction events from 100 members on the 200 clips, sent as fast as the emulator
@@ -17,8 +18,8 @@ on the event loop before answering, one reaction at a time), and against a bot w
 
 Peak memory (PSS of the bot's process tree, summed) is sampled with psutil.
 
-Run: ``python bench/discord_load.py [--prompts 500] [--members 100] [--clips 200]
-[--reactions 20000]``
+Run: ``python bench/discord_load.py [--prompts 500] [--bursts 3] [--members 100]
+[--clips 200] [--reactions 20000]``
 """
 
 from __future__ import annotations
@@ -297,37 +298,44 @@ async def run_one(
         clip_msgs = {cid: mid for cid, mid in posted}
         await asyncio.sleep(1.0)  # let the last reactions of the posts settle
 
-        # --- the prompt burst
+        # --- the prompt bursts (several, a few seconds apart: one burst's p99 varies by
+        # ±100 ms from run to run on 2 cores, so the median burst is reported)
         rng = random.Random(5)
-        its = []
-        for i in range(args.prompts):
-            who = members[i % len(members)]
-            its.append(
-                emu.invoke_slash(
-                    who.id, channel, "prompt", {"text": f"burst prompt {i} of a neon city"}
-                )
-            )
-        its = await asyncio.gather(*its)
-        lat = []
+        bursts: list[list[float]] = []
         failed = 0
-        for it in its:
-            try:
-                lat.append(await it.wait_acked(timeout=30))
-            except Exception:
-                failed += 1
-        result["prompts acked"] = len(lat)
-        result["p50 ms"] = round(percentile(lat, 50) * 1000, 1) if lat else None
-        result["p99 ms"] = round(percentile(lat, 99) * 1000, 1) if lat else None
-        result["max ms"] = round(max(lat) * 1000, 1) if lat else None
-        result["over 3 s"] = sum(1 for x in lat if x > 3.0) + failed
+        for b in range(args.bursts):
+            its = []
+            for i in range(args.prompts):
+                who = members[i % len(members)]
+                text = f"burst {b} prompt {i} of a neon city"
+                its.append(emu.invoke_slash(who.id, channel, "prompt", {"text": text}))
+            its = await asyncio.gather(*its)
+            lat = []
+            for it in its:
+                try:
+                    lat.append(await it.wait_acked(timeout=30))
+                except Exception:
+                    failed += 1
+            bursts.append(lat)
+            if not label.startswith("floor"):
+                await wait_db(
+                    db,
+                    "select count(*) from jobs where state = 'queued'",
+                    lambda r, n=args.prompts * (b + 1): r[0][0] >= n,
+                    timeout=120,
+                )
+            await asyncio.sleep(2.0)  # the burst's follow-ups settle
+        everything = [x for lat in bursts for x in lat]
+        p50s = sorted(percentile(lat, 50) for lat in bursts if lat)
+        p99s = sorted(percentile(lat, 99) for lat in bursts if lat)
+        result["prompts acked"] = len(everything)
+        result["p50 ms"] = round(p50s[len(p50s) // 2] * 1000, 1) if p50s else None
+        result["p99 ms"] = round(p99s[len(p99s) // 2] * 1000, 1) if p99s else None
+        result["p99 of each burst ms"] = " / ".join(f"{x * 1000:.0f}" for x in p99s)
+        result["max ms"] = round(max(everything) * 1000, 1) if everything else None
+        result["over 3 s"] = sum(1 for x in everything if x > 3.0) + failed
         if label.startswith("floor"):
             return result
-        await wait_db(
-            db,
-            "select count(*) from jobs where state = 'queued'",
-            lambda r: r[0][0] >= args.prompts,
-            timeout=60,
-        )
 
         # --- the reaction storm
         authors = dict(db_rows(db, "select id, member_id from clips"))
@@ -386,6 +394,7 @@ def machine() -> str:
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prompts", type=int, default=500)
+    ap.add_argument("--bursts", type=int, default=3, help="bursts of --prompts each")
     ap.add_argument("--members", type=int, default=100)
     ap.add_argument("--clips", type=int, default=200)
     ap.add_argument("--reactions", type=int, default=20_000)
@@ -393,7 +402,8 @@ async def main() -> None:
     args = ap.parse_args()
     print(f"machine: {machine()}")
     print(
-        f"load: {args.prompts} /prompt from {args.members} members; {args.reactions} reaction "
+        f"load: {args.bursts} x {args.prompts} /prompt from {args.members} members; "
+        f"{args.reactions} reaction "
         f"events on {args.clips} clips\n",
         flush=True,
     )

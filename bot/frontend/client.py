@@ -133,6 +133,7 @@ class CrowdcutBot(commands.Bot):
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         self._last_interaction = time.monotonic()
         self._unacked[interaction.id] = (interaction, self._last_interaction)
+        self.renders.interrupt_background()  # members first: background ffmpeg stops
 
     def _prune_acked(self) -> bool:
         """Forget acknowledged (or expired) interactions; whether any is still waiting."""

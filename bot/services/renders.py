@@ -20,8 +20,8 @@ share one render and one post.
 
 While the vote goes on, a periodic pass renders the segments of each open project's
 current selection in the background (:func:`bot.media.assembly.render_segments`, niced,
-one project at a time, never while generation runs), so that an approval renders only
-what changed since.
+one project at a time, never while generation runs, and stopped as soon as a member
+interacts with the bot), so that an approval renders only what changed since.
 """
 
 from __future__ import annotations
@@ -313,6 +313,14 @@ class RenderWorker(DurableWorker):
             return
         self._last_background = now
         self._background = asyncio.create_task(self._background_pass(), name="crowdcut-segments")
+
+    def interrupt_background(self) -> None:
+        """Stop the background pass now (a member is using the bot): its ffmpeg processes
+        are killed, the segments it finished stay cached, and the next quiet pass goes on
+        from there."""
+        if self._background is not None and not self._background.done():
+            self._background.cancel()
+            self._last_background = time.monotonic()
 
     async def _background_pass(self) -> None:
         try:
