@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.discord_load import PeakRSS, machine, percentile, seed, tiny_clip  # noqa: E402
+from bench.discord_load import PeakPSS, machine, percentile, seed, tiny_clip  # noqa: E402
 from bot.emulator import DiscordEmulator  # noqa: E402
 from bot.media.ffmpeg import resolve_ffmpeg  # noqa: E402
 from storage import MediaStore, Store  # noqa: E402
@@ -301,7 +301,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[dict[str, object]]:
     )
     await sync.wait()
     bot = await asyncio.create_subprocess_exec(*cli, "run", env=env, stdout=log, stderr=log)
-    rss = PeakRSS(bot.pid)
+    rss = PeakPSS(bot.pid)
     rows: list[dict[str, object]] = []
     base = f"http://127.0.0.1:{port}/p/{token}/"
     try:
@@ -391,7 +391,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[dict[str, object]]:
             bot.kill()
         peak = rss.stop()
         for r in rows:
-            r["bot peak RSS MiB"] = round(peak / 2**20, 1)
+            r["bot peak PSS MiB"] = round(peak / 2**20, 1)
         await emu.close()
     return rows
 
