@@ -28,6 +28,7 @@ from bot.generators.comfyui_workflow import (
     without_node,
 )
 from bot.generators.http import RetryPolicy, sniff_video
+from tests.discord_env import until
 from tests.fakes.comfyui import FakeComfyUI, recorded
 
 K = GeneratorErrorKind
@@ -221,6 +222,9 @@ async def test_a_recorded_transcript_replayed_gives_the_recorded_progress_and_re
     # the recording ran 5 nodes; the websocket moved the job through them
     assert gen._jobs[pid].node_progress == {n: 1.0 for n in ("10", "11", "12", "13", "14")}
     ((recorded_pid, entry),) = recorded("history_C_loadimage.json").items()
+    # the job ended on the websocket's execution_success; the server writes its history
+    # just after sending it (as ComfyUI does), and the client did not need to read it
+    await until(lambda: pid in fake.history, timeout=10)
     assert fake.history[pid]["outputs"] == json.loads(
         json.dumps(entry["outputs"]).replace(recorded_pid, pid)
     )
