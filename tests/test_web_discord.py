@@ -78,6 +78,22 @@ async def test_the_bot_links_the_page_and_a_moderator_gives_it_a_new_address(lin
     assert any(e.action == "rotate_page_link" and e.actor_id == g.mod.id for e in audit)
 
 
+async def test_a_clip_post_links_the_clips_page(linked):
+    g = linked
+    project = await g.open_project()
+    clip = await g.prompt_and_post(g.alice, "a paper boat in the rain")
+    token = await g.app.store.project_web_token(project.id)
+    post = g.emu.get_message(g.channel, clip.message_id)
+    assert post["embeds"][0]["url"] == f"{PUBLIC}/p/{token}/clip/{clip.id}"
+
+
+async def test_without_public_url_a_clip_post_links_nothing(unlinked):
+    g = unlinked
+    await g.open_project()
+    clip = await g.prompt_and_post(g.alice, "a paper boat in the rain")
+    assert not g.emu.get_message(g.channel, clip.message_id)["embeds"][0].get("url")
+
+
 async def test_moderators_list_their_servers_projects_on_the_index(linked):
     g = linked
     await g.open_project()

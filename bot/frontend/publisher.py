@@ -189,7 +189,11 @@ class DiscordPublisher:
             return
         rules = self.app.rules
         author = await self._name(clip.member_id)
-        embed = clip_embed(clip, job, author, up_emoji=rules.up_emoji, down_emoji=rules.down_emoji)
+        from bot.web.links import PageLinks
+
+        page = await PageLinks(self.app).clip_url(clip.project_id, clip.id)
+        embed = clip_embed(clip, job, author, up_emoji=rules.up_emoji,
+                           down_emoji=rules.down_emoji, page=page)  # fmt: skip
         path = self.app.media.path(clip.media_key)
         async with self._discord(effect, channel.id):
             message = await self._send_fitting(channel, clip, path, embed, self._limit(channel))

@@ -92,11 +92,15 @@ def clip_embed(
     down: int = 0,
     up_emoji: str = "👍",
     down_emoji: str = "👎",
+    page: str | None = None,
 ) -> discord.Embed:
+    """The clip's post. ``page`` (the clip's web page, with ``PUBLIC_URL``) links the
+    title."""
     e = discord.Embed(
         title=f"Clip #{clip.id}",
         description=quote(job.prompt, 1000),
         colour=discord.Colour.blurple(),
+        url=page,
     )
     e.add_field(name="Author", value=discord.utils.escape_markdown(author))
     e.add_field(name="Slot", value=clip_label(clip.slot))
