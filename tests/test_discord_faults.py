@@ -85,8 +85,10 @@ async def test_an_outage_of_500s_and_503s_posts_each_clip_once_when_discord_reco
     await guild.open_project()
     emu = guild.emu
     async with loop_lag() as lag:
-        jobs = [await prompt(guild, guild.alice, "a lighthouse in a storm")]
-        jobs.append(await prompt(guild, guild.bob, "a ferry at dawn"))
+        # real-time renders: still rendering when their status messages show (those wait
+        # for a burst of commands to pass)
+        jobs = [await prompt(guild, guild.alice, "a lighthouse in a storm [slow]")]
+        jobs.append(await prompt(guild, guild.bob, "a ferry at dawn [slow]"))
         for job_id in jobs:
             await until(lambda j=job_id: status_shows(guild, j, "Job #"))
         # while the clips render, Discord starts failing every message create: six 503s
@@ -121,7 +123,7 @@ async def test_an_outage_of_500s_and_503s_posts_each_clip_once_when_discord_reco
 async def test_a_429_storm_on_message_creates_leaves_other_routes_working(guild):
     await guild.open_project()
     emu = guild.emu
-    first = await prompt(guild, guild.alice, "a kite over the dunes")
+    first = await prompt(guild, guild.alice, "a kite over the dunes [slow]")  # still rendering
     await until(lambda: status_shows(guild, first, "Job #"))
     storm = emu.rate_limit_next("POST", MESSAGES, retry_after=0.2, times=None, duration=60)
     # members are answered at once: interaction callbacks are another route
