@@ -108,7 +108,8 @@ def test_fs_truncates_the_video_instead_of_fitting_it(tmp_path):
         ]
     )
     assert proc.returncode == 0, proc.stderr
-    assert probe(out).duration < 2.5  # the end is simply gone
+    # the end of the video is simply gone (the audio, interleaved, may run a little longer)
+    assert probe(out).video_duration < 2.5
 
 
 def chatty(out):
