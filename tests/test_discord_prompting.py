@@ -62,7 +62,7 @@ async def test_everyone_and_role_mentions_in_a_prompt_ping_nobody(guild):
     clip = await guild.prompt_and_post(
         guild.alice, f"@everyone look <@&{role}> @here <@{guild.bob.id}>"
     )
-    job = await guild.app.store.get_job(clip.job_id)
+    job = await until(lambda: _with_status(guild, clip.job_id))  # the outbox posts it too
     for mid in (job.status_message_id, clip.message_id):
         msg = guild.emu.get_message(guild.channel, mid)
         assert msg["mention_everyone"] is False
