@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import aiohttp
@@ -42,8 +43,11 @@ log = logging.getLogger(__name__)
 UNKNOWN_MESSAGE = 10008  # Discord's JSON error code for a message that does not exist
 #: background renders wait this long after the last command or button
 QUIET_SECONDS = 30.0
-#: how long after the last interaction the outbox starts effects again
+#: how long after the last interaction of a burst the outbox starts effects again
 BURST_GAP_SECONDS = 0.25
+#: a burst: this many interactions within BURST_WINDOW_SECONDS (one command is not one)
+BURST_MIN = 5
+BURST_WINDOW_SECONDS = 1.0
 #: the longest a command's work waits for other interactions' acknowledgements
 ACKS_FIRST_SECONDS = 1.0
 #: Discord's deadline for acknowledging an interaction
@@ -109,6 +113,7 @@ class CrowdcutBot(commands.Bot):
             busy=self._busy,  # background segments yield to generation and to members
         )
         self._last_interaction = -1e18
+        self._recent_interactions: deque[float] = deque(maxlen=BURST_MIN)
         #: interactions received and not yet acknowledged (see acks_first)
         self._unacked: dict[int, tuple[discord.Interaction[Any], float]] = {}
         self._acks_watch: asyncio.Task[None] | None = None
@@ -132,6 +137,7 @@ class CrowdcutBot(commands.Bot):
     # ------------------------------------------------------------------ background
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         self._last_interaction = time.monotonic()
+        self._recent_interactions.append(self._last_interaction)
         self._unacked[interaction.id] = (interaction, self._last_interaction)
         self.renders.interrupt_background()  # members first: background ffmpeg stops
 
@@ -161,8 +167,13 @@ class CrowdcutBot(commands.Bot):
             await asyncio.wait_for(asyncio.shield(self._acks_watch), ACKS_FIRST_SECONDS)
 
     def _interactions_pouring_in(self) -> float:
-        """Seconds until the last interaction is :data:`BURST_GAP_SECONDS` old (the outbox
-        waits that long before it starts effects: members' commands are answered first)."""
+        """During a burst of interactions (:data:`BURST_MIN` within
+        :data:`BURST_WINDOW_SECONDS`), the seconds until the last one is
+        :data:`BURST_GAP_SECONDS` old: the outbox waits that long before it starts effects,
+        so that members' commands are acknowledged first. 0 outside a burst."""
+        recent = self._recent_interactions
+        if len(recent) < BURST_MIN or recent[-1] - recent[0] > BURST_WINDOW_SECONDS:
+            return 0.0
         return BURST_GAP_SECONDS - (time.monotonic() - self._last_interaction)
 
     def _busy(self) -> bool:
