@@ -816,8 +816,10 @@ class FakeComfyUI:
             if nid in item.outputs:
                 ui = self._write_output(node)
                 outputs[nid] = ui
-                output = {} if self.drop_outputs else ui
-                await say("executed", {"node": nid, "display_node": nid, "output": output})
+                # ComfyUI sends ``executed`` only for a node with UI output
+                # (execution.py: ``if len(output_ui) > 0``)
+                if not self.drop_outputs:
+                    await say("executed", {"node": nid, "display_node": nid, "output": ui})
             executed.append(nid)
             states[nid].update(value=1.0, state="finished")
             await progress_state()
