@@ -10,12 +10,14 @@ import pytest
 
 from bot.core.cut import SlotPick, cut_identity
 from bot.media.assembly import (
+    PREVIEW_TARGET,
     CutOptions,
     CutSlot,
     SegmentRenderer,
     assemble_master,
     cut_identity_of,
     render_segments,
+    segment_preview,
 )
 from bot.media.credits import Credits
 from bot.media.probe import probe
@@ -94,6 +96,52 @@ async def test_background_renders_make_approval_a_join(tmp_path, clips):
     assert result.segments_rendered == 0 and result.identity == identity
     info = probe(result.master)
     assert info.has_audio and info.frame_count == round(2.5 * FPS)
+
+
+async def test_background_renders_make_the_preview_of_an_approval_a_join_too(tmp_path):
+    """The master does not fit the limit: the background pass encodes every segment for the
+    preview; the approval then renders only its end card (the moderator's name), for the
+    master and for the preview, and the preview lands within 5 % of its target."""
+    src = [make_clip(tmp_path / f"p{i}.mp4", width=320, height=180, seconds=1.5, audio=False,
+                     pattern=("testsrc2", "smptebars", "rgbtestsrc", "testsrc")[i])
+           for i in range(4)]  # fmt: skip
+    song = await synthesize_song(tmp_path / "song.m4a", 6)
+    options = CutOptions(width=320, height=180, fps=FPS, transition="crossfade",
+                         transition_seconds=0.25)  # fmt: skip
+    slots = [CutSlot(index=i, start=i * 1.0, duration=1.0, clip_path=c, clip_id=i + 1,
+                     author=f"m{i}", prompt="", backend="fake", media_key=f"key-{c.name}")
+             for i, c in enumerate(src)]  # fmt: skip
+    renderer = SegmentRenderer(tmp_path / "cache")
+    limit = 60_000
+    await render_segments(slots, renderer, options=options, title="t", song=song,
+                          credits_seconds=1.0, title_seconds=0,
+                          preview_limit_bytes=limit)  # fmt: skip
+    before = renderer.rendered
+    approved = await assemble_master(slots, song, tmp_path / "out", renderer, options=options,
+                                     title="t", credits_seconds=1.0, title_seconds=0,
+                                     credits=Credits(moderators=("mona",)))  # fmt: skip
+    assert approved.size_bytes > limit  # so the preview had to be made
+    preview = await segment_preview(approved, tmp_path / "out" / "preview.mp4", renderer,
+                                    limit_bytes=limit)  # fmt: skip
+    assert renderer.rendered - before == 2  # the end card, then its preview encode
+    info = probe(preview.path)
+    assert 0.95 * PREVIEW_TARGET * limit <= info.size_bytes <= limit
+    assert not preview.is_master and info.width < 320
+    assert info.frame_count == probe(approved.master).frame_count and info.has_audio
+    assert info.video_codec == "h264" and info.pix_fmt == "yuv420p"
+    await decode_all(preview.path)  # the joined encodes play through
+
+
+async def decode_all(path: Path) -> None:
+    """Decode every frame; raises on a frame the joined parameter sets cannot decode."""
+    import av
+
+    def run() -> int:
+        with av.open(str(path)) as container:
+            container.streams.video[0].codec_context.options = {"err_detect": "explode"}
+            return sum(1 for _ in container.decode(video=0))
+
+    assert await asyncio.to_thread(run) > 0
 
 
 async def test_two_renders_of_the_same_cut_at_once_share_the_work(tmp_path, clips):

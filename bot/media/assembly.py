@@ -58,6 +58,7 @@ from bot.media.credits import (
 from bot.media.ffmpeg import publish, run_ffmpeg
 from bot.media.probe import probe_async
 from bot.media.segments import (
+    AUDIO_RATE,
     X264_CRF,
     X264_PRESET,
     CutOptions,
@@ -83,6 +84,7 @@ __all__ = [
     "frame_plan",
     "make_preview",
     "render_segments",
+    "segment_preview",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,12 @@ PREVIEW_RETRIES = 1
 #: 300 kbit/s at 640x360, 24 fps
 PREVIEW_MIN_BPP = 300_000 / (640 * 360 * 24)
 PREVIEW_SHORT_SIDES = (1080, 720, 540, 360, 270, 180, 144)
+#: a preview made from segments: the bytes that simple segments leave over go to the
+#: others in steps of this fraction of the bitrate, at most this many times, until the
+#: segments fill this fraction of what they may take
+PREVIEW_STEP = 0.04
+PREVIEW_ROUNDS = 2
+PREVIEW_FULL = 0.97
 
 MASTER_NAME = "master.mp4"
 PREVIEW_NAME = "preview.mp4"
@@ -173,6 +181,13 @@ class MasterResult:
     identity: str
     size_bytes: int
     segments_rendered: int  # segments not found in the cache
+    #: the joined segments (in order) and their frames, and the soundtrack: what
+    #: :func:`segment_preview` encodes again, segment by segment
+    segments: list[Path] = field(default_factory=list)
+    segment_frames: list[int] = field(default_factory=list)
+    soundtrack: Path | None = None
+    options: CutOptions = field(default_factory=CutOptions)
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -211,6 +226,12 @@ class _Cut:
     @property
     def seconds(self) -> float:
         return self.total_frames / self.options.fps
+
+    @property
+    def segment_frames(self) -> list[int]:
+        """Frames of each segment in join order (what :func:`_ensure_all` returns)."""
+        roll = self.credit_frames - self.end_frames
+        return [seg.frames for seg in self.plan] + [n for n in (roll, self.end_frames) if n]
 
 
 def cut_identity_of(
@@ -396,19 +417,35 @@ async def render_segments(
     title_seconds: float = TITLE_SECONDS,
     background: bool = True,
     progress: Progress | None = None,
+    preview_limit_bytes: int | None = None,
 ) -> str:
     """Make sure every segment of this cut, its roll and its soundtrack are cached.
 
     What the worker runs in the background while the vote goes on (low priority, at most
     ``renderer.concurrency`` ffmpeg processes). Segments already cached are not touched, so
-    calling it again after a vote costs one or two segments. Returns the cut's identity.
+    calling it again after a vote costs one or two segments. With ``preview_limit_bytes``,
+    when the master would not fit that limit, the preview encodes of the segments
+    (:func:`segment_preview`) are made too, so that an approval only joins them. Returns the
+    cut's identity.
     """
     cut = _prepare(slots, song, options, title=title, credits=credits,
                    credits_seconds=credits_seconds, title_seconds=title_seconds,
                    song_key=song_key)  # fmt: skip
-    await _ensure_all(cut, renderer, song=song, song_key=song_key, title=title,
-                      credits=credits or Credits(), background=background,
-                      report=progress or (lambda stage, f: None))  # fmt: skip
+    report = progress or (lambda stage, f: None)
+    segments, soundtrack = await _ensure_all(cut, renderer, song=song, song_key=song_key,
+                                             title=title, credits=credits or Credits(),
+                                             background=background, report=report)  # fmt: skip
+    if preview_limit_bytes is not None:
+        files = [*segments, *([soundtrack] if soundtrack else [])]
+        size = sum(p.stat().st_size for p in files)
+        if size > preview_limit_bytes:  # the master would not fit: its preview is needed
+            plan = await plan_segment_preview(renderer, options=options,
+                                              frames=cut.total_frames, soundtrack=soundtrack,
+                                              keep_audio=cut.keep_audio,
+                                              limit_bytes=preview_limit_bytes,
+                                              background=background)  # fmt: skip
+            await _preview_segments(renderer, plan, segments, cut.segment_frames,
+                                    options.fps, background=background)  # fmt: skip
     return cut.identity
 
 
@@ -473,13 +510,13 @@ async def assemble_master(
             args += ["-i", str(soundtrack), "-map", "0:v:0", "-map", "1:a:0"]
         else:
             args += ["-map", "0:v:0", "-map", "0:a:0"]
-        args += [
-            "-c", "copy", "-map_metadata", "-1",
+        tags = [
+            "-map_metadata", "-1",
             "-metadata", f"title={title}",
             "-metadata", f"artist={artist if artist is not None else _default_artist(cut.slots)}",
             "-metadata", f"comment={comment}",
-            "-movflags", "+faststart", "-f", "mp4", str(master_tmp),
         ]  # fmt: skip
+        args += ["-c", "copy", *tags, "-movflags", "+faststart", "-f", "mp4", str(master_tmp)]
         await run_ffmpeg(args, binary=renderer.binary, duration=cut.seconds,
                          progress=lambda f: report("join", f))  # fmt: skip
         duration = cut.seconds
@@ -495,6 +532,11 @@ async def assemble_master(
             identity=cut.identity,
             size_bytes=size,
             segments_rendered=renderer.rendered - rendered_before,
+            segments=segments,
+            segment_frames=cut.segment_frames,
+            soundtrack=soundtrack,
+            options=cut.options,
+            tags=tags,
         )
         log.info("master of %r: %.2f s of video, %d segments rendered, in %.1f s", title,
                  duration, result.segments_rendered, time.monotonic() - started)  # fmt: skip
@@ -622,6 +664,214 @@ async def make_preview(
             shutil.rmtree(work)
 
 
+def _audio_kbps(total_kbps: float) -> int:
+    """The preview's audio bitrate for ``total_kbps`` available in all."""
+    return 96 if total_kbps >= 600 else (64 if total_kbps >= 250 else 32)
+
+
+@dataclass(frozen=True)
+class PreviewPlan:
+    """How a preview is encoded segment by segment (:func:`plan_segment_preview`)."""
+
+    width: int
+    height: int
+    video_kbps: int
+    audio_kbps: int
+    audio: Path | None  # the soundtrack at ``audio_kbps``; None: each segment carries audio
+    target_bytes: int
+    video_bytes: int  # what the segments may take in all (with their audio when they carry it)
+
+
+async def plan_segment_preview(
+    renderer: SegmentRenderer,
+    *,
+    options: CutOptions,
+    frames: int,
+    soundtrack: Path | None,
+    keep_audio: bool,
+    limit_bytes: int,
+    background: bool = False,
+) -> PreviewPlan:
+    """The bitrates and frame size of a preview of ``frames`` frames under ``limit_bytes``
+    (the same arithmetic as :func:`make_preview`: the audio is encoded first and measured,
+    the container's tables estimated, the rest goes to the video). Deterministic for a
+    given cut length, soundtrack and limit, so the background renders and the approval
+    arrive at the same preview segments."""
+    fps = options.fps
+    duration = frames / fps
+    target = limit_bytes * PREVIEW_TARGET
+    total_kbps = target * 8 / 1000 / duration
+    audio_kbps = _audio_kbps(total_kbps) if (soundtrack is not None or keep_audio) else 0
+    audio: Path | None = None
+    if soundtrack is not None:
+        audio = await renderer.preview_audio(soundtrack, kbps=audio_kbps, background=background)
+        audio_bytes, audio_packets = await asyncio.to_thread(_payload, audio)
+    else:  # each segment carries its own AAC at that rate
+        audio_bytes = audio_kbps * 125 * duration
+        audio_packets = round(duration * AUDIO_RATE / 1024) if audio_kbps else 0
+    overhead = 1024 + 11 * (frames + audio_packets)
+    video_kbps = (target - audio_bytes - overhead) * 8 / 1000 / duration
+    if video_kbps < 30:
+        raise MediaError(
+            f"a {duration:.0f} s preview cannot fit in {limit_bytes} bytes "
+            f"({total_kbps:.0f} kbit/s available)"
+        )
+    pw, ph = preview_size(options.width, options.height, fps, video_kbps)
+    video_bytes = target - overhead - (audio_bytes if audio is not None else 0)
+    return PreviewPlan(pw, ph, max(1, int(video_kbps)), audio_kbps, audio, int(target),
+                       int(video_bytes))  # fmt: skip
+
+
+async def _preview_segments(
+    renderer: SegmentRenderer,
+    plan: PreviewPlan,
+    segments: list[Path],
+    frames: list[int],
+    fps: int,
+    *,
+    background: bool,
+) -> list[Path]:
+    """The preview encodes of ``segments``, spending the plan's bytes as a two-pass encode
+    of the whole video would: every segment first gets the plan's bitrate; segments too
+    simple to use it (a title, a still, the roll) leave bytes over, which go to the
+    segments that used theirs, in steps of :data:`PREVIEW_STEP` of the bitrate (so that a
+    vote, which changes a segment or two, mostly leaves the others' encodes cached)."""
+    seconds = [n / fps for n in frames]
+    kbps = [plan.video_kbps] * len(segments)
+    audio_kbps = 0 if plan.audio else plan.audio_kbps
+    done: dict[tuple[int, int], Path] = {}
+
+    async def encode(wanted: list[int]) -> None:
+        jobs = [
+            renderer.preview_segment(segments[i], width=plan.width, height=plan.height,
+                                     fps=fps, frames=frames[i], video_kbps=kbps[i],
+                                     audio_kbps=audio_kbps, background=background)
+            for i in wanted
+        ]  # fmt: skip
+        tasks = [asyncio.ensure_future(j) for j in jobs]
+        try:
+            for i, path in zip(wanted, await asyncio.gather(*tasks), strict=True):
+                done[(i, kbps[i])] = path
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    await encode(list(range(len(segments))))
+    step = max(1, round(plan.video_kbps * PREVIEW_STEP))
+    for _ in range(PREVIEW_ROUNDS):
+        sizes = [_mdat_bytes(done[(i, k)]) for i, k in enumerate(kbps)]
+        # the last segment (the end card, which names the approving moderators) counts
+        # for its nominal share, so that approving does not move the others' bitrates
+        sizes[-1] = max(sizes[-1], round(kbps[-1] * 125 * seconds[-1]))
+        left = plan.video_bytes - sum(sizes)
+        log.debug("preview segments: %s kbit/s -> %s bytes, %d of %d bytes left", kbps,
+                  sizes, left, plan.video_bytes)  # fmt: skip
+        if left < plan.video_bytes * (1 - PREVIEW_FULL):
+            break
+        # a segment that came within 10 % of its bitrate could have used more
+        hungry = [i for i, size in enumerate(sizes[:-1])
+                  if size * 8 / 1000 / seconds[i] >= 0.9 * kbps[i]]  # fmt: skip
+        if not hungry:
+            break
+        # x264 lands a little over on a few seconds: aim 10 % under what is left
+        more = 0.9 * left * 8 / 1000 / sum(seconds[i] for i in hungry)
+        raise_by = int(more // step) * step
+        if raise_by <= 0:
+            break
+        for i in hungry:
+            kbps[i] += raise_by
+        await encode(hungry)
+    return [done[(i, k)] for i, k in enumerate(kbps)]
+
+
+async def segment_preview(
+    master: MasterResult,
+    dest: Path,
+    renderer: SegmentRenderer,
+    *,
+    limit_bytes: int,
+    progress: Callable[[float], None] | None = None,
+) -> Preview:
+    """Write to ``dest`` the file to post where at most ``limit_bytes`` may be uploaded,
+    from the master's own segments.
+
+    When the master fits, the preview *is* the master. Otherwise each segment is encoded
+    again, two-pass, at the bitrate and size of :func:`plan_segment_preview` (cached: the
+    background renders make them while the vote goes on, so an approval usually finds
+    them all), and the encodes are joined by stream copy with the soundtrack at the
+    preview's audio rate, tagged like the master. Should the join still come out over the
+    limit, the whole master is encoded again by :func:`make_preview`.
+    """
+    on_progress = progress or (lambda f: None)
+    if master.size_bytes <= limit_bytes or not master.segments:
+        return await make_preview(master.master, dest, limit_bytes=limit_bytes,
+                                  ffmpeg_binary=renderer.binary, progress=on_progress)  # fmt: skip
+    o = master.options
+    frames = sum(master.segment_frames)
+    plan = await plan_segment_preview(renderer, options=o, frames=frames,
+                                      soundtrack=master.soundtrack,
+                                      keep_audio=master.soundtrack is None,
+                                      limit_bytes=limit_bytes)  # fmt: skip
+    parts = await _preview_segments(renderer, plan, master.segments, master.segment_frames,
+                                    o.fps, background=False)  # fmt: skip
+    on_progress(0.8)
+    dest = Path(dest)
+    work = Path(tempfile.mkdtemp(prefix=".preview-", dir=dest.parent))
+    try:
+        listing = work / "segments.ffconcat"
+        body = ["ffconcat version 1.0"]
+        body += ["file '" + str(p.resolve()).replace("'", "'\\''") + "'" for p in parts]
+        listing.write_text("\n".join(body) + "\n", encoding="utf-8")
+        out = work / PREVIEW_NAME
+        args = ["-f", "concat", "-safe", "0", "-i", str(listing)]
+        if plan.audio is not None:
+            args += ["-i", str(plan.audio), "-map", "0:v:0", "-map", "1:a:0"]
+        else:
+            args += ["-map", "0:v:0", *(["-map", "0:a:0"] if plan.audio_kbps else [])]
+        args += ["-c", "copy", *master.tags, "-movflags", "+faststart", "-f", "mp4", str(out)]
+        await run_ffmpeg(args, binary=renderer.binary, duration=frames / o.fps)
+        size = out.stat().st_size
+        log.info("preview from %d segments, %dx%d at %d kbit/s: %d bytes of %d (%.1f %%)",
+                 len(parts), plan.width, plan.height, plan.video_kbps, size, limit_bytes,
+                 100 * size / limit_bytes)  # fmt: skip
+        if size > limit_bytes:
+            log.warning("the segment preview came out over its limit; encoding it whole")
+            return await make_preview(master.master, dest, limit_bytes=limit_bytes,
+                                      ffmpeg_binary=renderer.binary,
+                                      progress=on_progress)  # fmt: skip
+        await publish(out, dest)
+        on_progress(1.0)
+        return Preview(dest, size, plan.width, plan.height, False, float(plan.video_kbps))
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(work)
+
+
+def _mdat_bytes(path: Path) -> int:
+    """Bytes of the media data in the mp4 ``path`` (its top-level ``mdat`` boxes): what a
+    stream-copy join carries of it, without its own tables."""
+    total = 0
+    with open(path, "rb") as f:
+        while header := f.read(8):
+            if len(header) < 8:
+                break
+            size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            skip = size - 8
+            if size == 1:  # a 64-bit size follows
+                size = int.from_bytes(f.read(8), "big")
+                skip = size - 16
+            elif size == 0:  # to the end of the file
+                here = f.tell()
+                skip = os.fstat(f.fileno()).st_size - here
+                size = skip + 8
+            if kind == b"mdat":
+                total += size
+            f.seek(skip, os.SEEK_CUR)
+    return total
+
+
 def _payload(path: Path) -> tuple[int, int]:
     """Bytes and count of the packets in ``path`` (what muxing it again will carry)."""
     with av.open(str(path)) as container:
@@ -739,10 +989,9 @@ async def assemble(
                                        credits_seconds=credits_seconds,
                                        title_seconds=title_seconds, progress=report)  # fmt: skip
         report("preview", 0.0)
-        preview = await make_preview(master.master, out_dir / PREVIEW_NAME,
-                                     limit_bytes=preview_limit_bytes,
-                                     ffmpeg_binary=renderer.binary,
-                                     progress=lambda f: report("preview", f))  # fmt: skip
+        preview = await segment_preview(master, out_dir / PREVIEW_NAME, renderer,
+                                        limit_bytes=preview_limit_bytes,
+                                        progress=lambda f: report("preview", f))  # fmt: skip
         report("done", 1.0)
         return AssemblyResult(master=master.master, preview=preview.path,
                               manifest=master.manifest, duration=master.duration,

@@ -12,8 +12,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import av
-
 from bot.errors import InvalidClip, MediaError
 from bot.media.ffmpeg import part_path, publish, run_ffmpeg
 from bot.media.probe import ProbeResult, probe, probe_async

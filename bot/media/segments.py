@@ -55,6 +55,8 @@ SEGMENT_CONCURRENCY = 2
 #: x264 speed/quality trade-off for every segment (the preview has its own)
 X264_PRESET = "veryfast"
 X264_CRF = 20
+#: x264 preset of preview segments (small frames: a slower preset costs little)
+PREVIEW_PRESET = "medium"
 AUDIO_RATE = 48000
 AUDIO_BITRATE = "192k"
 #: niceness of background renders (0: same priority as the bot)
@@ -245,6 +247,23 @@ def song_key(song: Path, song_media: str | None, offset: float, seconds: float, 
             "offset": round(offset, 6),
             "seconds": round(seconds, 6),
             "fade": round(fade, 6),
+        }
+    )
+
+
+def preview_segment_key(source: Path, width: int, height: int, fps: int, video_kbps: int,
+                        audio_kbps: int) -> str:
+    """The cache key of a segment's preview encode (``source``: a cached segment, whose name
+    is its own key)."""
+    return _digest(
+        {
+            "v": SEGMENT_VERSION,
+            "kind": "preview",
+            "source": Path(source).stem,
+            "format": [width, height, fps],
+            "video_kbps": video_kbps,
+            "audio_kbps": audio_kbps,
+            "preset": PREVIEW_PRESET,
         }
     )
 
@@ -747,5 +766,70 @@ class SegmentRenderer:
             ]  # fmt: skip
             await run_ffmpeg(args, binary=self.binary, duration=seconds, progress=progress,
                              nice=nice)  # fmt: skip
+
+        return await self.ensure(key, make, ext="m4a", background=background)
+
+    # ------------------------------------------------------------------ previews
+    async def preview_segment(
+        self,
+        source: Path,
+        *,
+        width: int,
+        height: int,
+        fps: int,
+        frames: int,
+        video_kbps: int,
+        audio_kbps: int = 0,
+        background: bool = False,
+    ) -> Path:
+        """Ensure the preview encode of the cached segment ``source`` is cached: scaled to
+        ``width``x``height``, two-pass at ``video_kbps`` (and its audio at ``audio_kbps``
+        when non-zero, else none), with x264's ``stitchable`` parameter sets so that preview
+        segments join by stream copy like the master's."""
+        key = preview_segment_key(source, width, height, fps, video_kbps, audio_kbps)
+
+        async def make(tmp: Path, threads: int, nice: float | None) -> None:
+            passlog = tmp.with_name(tmp.name + ".pass")
+            vf = f"scale={width}:{height}:flags=bicubic,setsar=1,format=yuv420p"
+            encode = [
+                "-vf", vf, "-c:v", "libx264", "-preset", PREVIEW_PRESET,
+                "-b:v", f"{video_kbps}k", "-profile:v", "high", "-level:v", "4.1",
+                "-x264-params", "ratetol=0.1:mbtree=0:stitchable=1",
+                "-pix_fmt", "yuv420p", "-threads", str(threads),
+                "-g", str(fps * 2), "-keyint_min", str(fps),
+                "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+                "-color_range", "tv", "-fps_mode", "cfr", "-r", str(fps),
+                "-passlogfile", str(passlog),
+            ]  # fmt: skip
+            try:
+                src = ["-i", str(source), "-map", "0:v:0"]
+                await run_ffmpeg([*src, "-an", *encode, "-pass", "1", "-f", "null", "-"],
+                                 binary=self.binary, nice=nice)  # fmt: skip
+                audio = ["-an"]
+                if audio_kbps:
+                    audio = ["-map", "0:a:0", "-c:a", "aac", "-b:a", f"{audio_kbps}k",
+                             "-ar", str(AUDIO_RATE), "-ac", "2"]  # fmt: skip
+                await run_ffmpeg(
+                    [*src, *audio, *encode, "-pass", "2", "-frames:v", str(frames),
+                     "-video_track_timescale", str(timescale(fps)), "-f", "mp4", str(tmp)],
+                    binary=self.binary, duration=frames / fps, nice=nice,
+                )  # fmt: skip
+            finally:
+                for log_file in tmp.parent.glob(passlog.name + "*"):
+                    log_file.unlink(missing_ok=True)
+
+        return await self.ensure(key, make, background=background)
+
+    async def preview_audio(
+        self, soundtrack: Path, *, kbps: int, background: bool = False
+    ) -> Path:
+        """Ensure the cached soundtrack ``soundtrack`` re-encoded at ``kbps`` is cached."""
+        key = _digest({"v": SEGMENT_VERSION, "kind": "preview-audio",
+                       "source": Path(soundtrack).stem, "kbps": kbps})  # fmt: skip
+
+        async def make(tmp: Path, threads: int, nice: float | None) -> None:
+            await run_ffmpeg(["-i", str(soundtrack), "-map", "0:a:0", "-vn", "-c:a", "aac",
+                              "-b:a", f"{kbps}k", "-ac", "2", "-f", "mp4", str(tmp)],
+                             binary=self.binary, nice=nice)  # fmt: skip
 
         return await self.ensure(key, make, ext="m4a", background=background)

@@ -21,7 +21,10 @@ share one render and one post.
 While the vote goes on, a periodic pass renders the segments of each open project's
 current selection in the background (:func:`bot.media.assembly.render_segments`, niced,
 one project at a time, never while generation runs, and stopped as soon as a member
-interacts with the bot), so that an approval renders only what changed since.
+interacts with the bot), so that an approval renders only what changed since. When the
+master would not fit the server's upload limit, the pass also encodes each segment again
+for the preview (:func:`bot.media.assembly.segment_preview`), so that the approval only
+joins those too.
 """
 
 from __future__ import annotations
@@ -281,6 +284,13 @@ class RenderWorker(DurableWorker):
             "preview_bytes": limit,
         }
 
+    async def _final_limit(self, project: Project) -> int:
+        """The byte limit a final of ``project`` will be posted under: the server's upload
+        limit as of the project's latest render (10 MiB until one was asked for)."""
+        limits = [r.upload_limit for r in await self.store.project_renders(project.id)
+                  if r.upload_limit]  # fmt: skip
+        return int((limits[-1] if limits else DEFAULT_UPLOAD_LIMIT) * UPLOAD_HEADROOM)
+
     async def _stale(self, project: Project, render: Render) -> None:
         """The cut changed: this render is never published as current; the channel is told
         and a preview of the current cut is queued."""
@@ -331,9 +341,12 @@ class RenderWorker(DurableWorker):
                 if not sel.slots or self._seen.get(project.id) == sel.identity:
                     continue
                 song = self.app.media.path(project.song_key) if project.song_key else None
+                # the final's preview too, when its master will not fit the server's limit
+                limit = await self._final_limit(project)
                 await render_segments(sel.slots, self.renderer, options=sel.options,
                                       title=project.title, song=song, song_key=project.song_key,
-                                      credits_seconds=None, background=True)  # fmt: skip
+                                      credits_seconds=None, background=True,
+                                      preview_limit_bytes=limit)  # fmt: skip
                 self._seen[project.id] = sel.identity
         except asyncio.CancelledError:
             raise
