@@ -65,6 +65,7 @@ from bot.media.assembly import (  # noqa: E402
     frame_plan,
     make_preview,
     render_segments,
+    segment_preview,
 )
 from bot.media.credits import Credits  # noqa: E402
 from bot.media.ffmpeg import resolve_ffmpeg  # noqa: E402
@@ -176,14 +177,16 @@ def build_slots(clips: list[Path]) -> list[CutSlot]:
 OPTIONS = CutOptions(width=WIDTH, height=HEIGHT, fps=FPS, transition="crossfade",
                      transition_seconds=CROSSFADE, fit="hold")  # fmt: skip
 CREDITS = Credits(song_credit="Benchmark song (synthesized)", moderators=("mod",))
+#: what an approval adds: the approving moderator on the end card (rendered at approval)
+APPROVED = Credits(song_credit="Benchmark song (synthesized)", moderators=("mod", "approver"))
 
 
 # ---------------------------------------------------------------- workers (run in a child)
 
 
-async def _master(slots, song, out, renderer, options=OPTIONS):
+async def _master(slots, song, out, renderer, options=OPTIONS, credits=CREDITS):
     return await assemble_master(slots, song, out, renderer, options=options, title=TITLE,
-                                 credits=CREDITS, credits_seconds=CREDITS_SECONDS)  # fmt: skip
+                                 credits=credits, credits_seconds=CREDITS_SECONDS)  # fmt: skip
 
 
 def worker_cold(ctx: dict) -> dict[str, object]:
@@ -194,15 +197,17 @@ def worker_cold(ctx: dict) -> dict[str, object]:
         t0 = time.perf_counter()
         await render_segments(ctx["slots"], renderer, options=OPTIONS, title=TITLE,
                               song=ctx["song"], credits=CREDITS,
-                              credits_seconds=CREDITS_SECONDS, background=False)  # fmt: skip
+                              credits_seconds=CREDITS_SECONDS, background=False,
+                              preview_limit_bytes=PREVIEW_LIMIT)  # fmt: skip
         t1 = time.perf_counter()
         master = await _master(ctx["slots"], ctx["song"], ctx["out"], renderer)
         t2 = time.perf_counter()
-        preview = await make_preview(master.master, ctx["out"] / "preview.mp4",
-                                     limit_bytes=PREVIEW_LIMIT)  # fmt: skip
+        preview = await segment_preview(master, ctx["out"] / "preview.mp4", renderer,
+                                        limit_bytes=PREVIEW_LIMIT)  # fmt: skip
         t3 = time.perf_counter()
         return {"segments_s": t1 - t0, "master_s": t2 - t0, "preview_s": t3 - t2,
                 "total_s": t3 - t0, "master": str(master.master),
+                "preview": str(preview.path),
                 "master_bytes": master.size_bytes, "preview_bytes": preview.size_bytes,
                 "preview_size": f"{preview.width}x{preview.height}",
                 "rendered": renderer.rendered, "duration": master.duration}  # fmt: skip
@@ -211,22 +216,45 @@ def worker_cold(ctx: dict) -> dict[str, object]:
 
 
 def worker_approve(ctx: dict) -> dict[str, object]:
-    """Every segment cached: approval -> master, then -> preview."""
+    """Every segment and its preview encode cached (what the background renders leave):
+    approval -> master, then -> preview. The approving moderator's name is new on the end
+    card, so that card is rendered, for both."""
     renderer = SegmentRenderer(ctx["segments"])
 
     async def go() -> dict[str, object]:
         t0 = time.perf_counter()
-        master = await _master(ctx["slots"], ctx["song"], ctx["out"], renderer)
+        master = await _master(ctx["slots"], ctx["song"], ctx["out"], renderer,
+                               credits=APPROVED)  # fmt: skip
         t1 = time.perf_counter()
-        preview = await make_preview(master.master, ctx["out"] / "preview.mp4",
-                                     limit_bytes=PREVIEW_LIMIT)  # fmt: skip
+        preview = await segment_preview(master, ctx["out"] / "preview.mp4", renderer,
+                                        limit_bytes=PREVIEW_LIMIT)  # fmt: skip
         t2 = time.perf_counter()
         return {"master_s": t1 - t0, "preview_s": t2 - t1, "total_s": t2 - t0,
                 "master": str(master.master), "master_bytes": master.size_bytes,
-                "preview_bytes": preview.size_bytes,
+                "preview": str(preview.path), "preview_bytes": preview.size_bytes,
                 "preview_size": f"{preview.width}x{preview.height}",
                 "preview_of_limit": preview.size_bytes / PREVIEW_LIMIT,
                 "rendered": master.segments_rendered}  # fmt: skip
+
+    return asyncio.run(go())
+
+
+def worker_twopass(ctx: dict) -> dict[str, object]:
+    """The alternative to preview segments: the master (segments cached) encoded whole,
+    two-pass, at approval (what crowdcut did before)."""
+    renderer = SegmentRenderer(ctx["segments"])
+
+    async def go() -> dict[str, object]:
+        master = await _master(ctx["slots"], ctx["song"], ctx["out"], renderer,
+                               credits=APPROVED)  # fmt: skip
+        t0 = time.perf_counter()
+        preview = await make_preview(master.master, ctx["out"] / "preview.mp4",
+                                     limit_bytes=PREVIEW_LIMIT)  # fmt: skip
+        t1 = time.perf_counter()
+        return {"preview_s": t1 - t0, "total_s": t1 - t0, "preview": str(preview.path),
+                "preview_bytes": preview.size_bytes,
+                "preview_size": f"{preview.width}x{preview.height}",
+                "preview_of_limit": preview.size_bytes / PREVIEW_LIMIT}  # fmt: skip
 
     return asyncio.run(go())
 
@@ -316,6 +344,7 @@ WORKERS = {
     "cold": worker_cold,
     "approve": worker_approve,
     "recut": worker_recut,
+    "twopass": worker_twopass,
     "reference": worker_reference,
     "moviepy": worker_moviepy,
     "copy": worker_copy,
@@ -398,12 +427,14 @@ def measure(name: str, cache: Path, count: int, args: argparse.Namespace, *, tag
     return m
 
 
-def quality(master: str, reference: str, frames: int) -> dict[str, float]:
+def quality(master: str, reference: str, frames: int, size: str = "") -> dict[str, float]:
     """SSIM and PSNR (Y, U, V together: ffmpeg's "All") of ``master`` against ``reference``
-    over their first ``frames`` frames."""
+    over their first ``frames`` frames; ``size`` ("WxH"): the reference scaled to it first
+    (for a preview)."""
+    scale = f"scale={size.replace('x', ':')}:flags=bicubic," if size else ""
     graph = (
         f"[0:v]trim=end_frame={frames},setpts=PTS-STARTPTS,format=yuv420p,split[a0][a1];"
-        f"[1:v]trim=end_frame={frames},setpts=PTS-STARTPTS,format=yuv420p,split[b0][b1];"
+        f"[1:v]trim=end_frame={frames},setpts=PTS-STARTPTS,{scale}format=yuv420p,split[b0][b1];"
         "[a0][b0]ssim;[a1][b1]psnr"
     )
     proc = _ffmpeg(["-i", master, "-i", reference, "-lavfi", graph, "-f", "null", "-"])
@@ -477,6 +508,7 @@ def main() -> None:
     shutil.rmtree(shared, ignore_errors=True)
     cold = measure("cold", cache, n, args, segments=shared)
     approve = measure("approve", cache, n, args, segments=shared)
+    twopass = measure("twopass", cache, n, args, segments=shared)
     recut = measure("recut", cache, n, args, segments=shared)
     copy = measure("copy", cache, n, args)
     mp = None if args.skip_moviepy else measure("moviepy", cache, n, args)
@@ -486,6 +518,15 @@ def main() -> None:
         ref = measure("reference", cache, n, args)
         body = sum(frame_plan([args.clip_seconds] * n, FPS))
         scores["crowdcut"] = quality(str(cold.info["master"]), str(ref.info["master"]), body)
+        scores["crowdcut preview (from segments)"] = quality(
+            str(approve.info["preview"]),
+            str(ref.info["master"]),
+            body,
+            str(approve.info["preview_size"]),
+        )
+        scores["preview encoded whole, two-pass"] = quality(
+            str(twopass.info["preview"]), str(ref.info["master"]), body,
+            str(twopass.info["preview_size"]))  # fmt: skip
         if mp is not None:
             scores["moviepy"] = quality(str(mp.info["master"]), str(ref.info["master"]), body)
         print(f"  quality over the {body} frames of the slots: {json.dumps(scores)}")
@@ -508,6 +549,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---|")
     rows = [("cold: empty cache -> master + preview", cold),
             ("approval -> master + preview, segments current", approve),
+            ("(before) approval -> preview encoded whole, two-pass", twopass),
             ("re-cut, one slot swapped -> master", recut),
             ("moviepy 2 CompositeVideoClip + CrossFadeIn", mp),
             ("`-f concat -c copy` floor", copy)]  # fmt: skip
@@ -515,14 +557,18 @@ def main() -> None:
         if m is None:
             continue
         inner = m.info.get("total_s", 0.0)
-        size = int(m.info.get("master_bytes", 0)) / 2**20
+        files = [f"{int(m.info[k]) / 2**20:.1f} MiB{tag}"
+                 for k, tag in (("master_bytes", ""), ("preview_bytes", " preview"))
+                 if m.info.get(k)]  # fmt: skip
         print(f"| {label} | {m.wall:.1f} | {inner:.2f} | {m.cpu:.1f} | "
-              f"{m.peak_pss / 2**20:.0f} | {m.peak_procs} | {size:.1f} MiB |")  # fmt: skip
+              f"{m.peak_pss / 2**20:.0f} | {m.peak_procs} | {' + '.join(files)} |")  # fmt: skip
     stages = {k: cold.info[k] for k in ("segments_s", "master_s", "preview_s")}
     print(f"\ncold stages: {json.dumps(stages)}")
     print(f"approve stages: master {approve.info['master_s']:.2f} s, preview "
           f"{approve.info['preview_s']:.2f} s ({approve.info['preview_size']}, "
-          f"{100 * float(approve.info['preview_of_limit']):.1f} % of the limit)")  # fmt: skip
+          f"{100 * float(approve.info['preview_of_limit']):.1f} % of the limit); "
+          f"whole two-pass {twopass.info['preview_s']:.2f} s ({twopass.info['preview_size']}, "
+          f"{100 * float(twopass.info['preview_of_limit']):.1f} %)")  # fmt: skip
     if scores:
         print("\n| output | SSIM | PSNR (dB) |\n|---|---:|---:|")
         for who, s in scores.items():

@@ -251,8 +251,9 @@ def song_key(song: Path, song_media: str | None, offset: float, seconds: float, 
     )
 
 
-def preview_segment_key(source: Path, width: int, height: int, fps: int, video_kbps: int,
-                        audio_kbps: int) -> str:
+def preview_segment_key(
+    source: Path, width: int, height: int, fps: int, video_kbps: int, audio_kbps: int
+) -> str:
     """The cache key of a segment's preview encode (``source``: a cached segment, whose name
     is its own key)."""
     return _digest(
@@ -820,9 +821,7 @@ class SegmentRenderer:
 
         return await self.ensure(key, make, background=background)
 
-    async def preview_audio(
-        self, soundtrack: Path, *, kbps: int, background: bool = False
-    ) -> Path:
+    async def preview_audio(self, soundtrack: Path, *, kbps: int, background: bool = False) -> Path:
         """Ensure the cached soundtrack ``soundtrack`` re-encoded at ``kbps`` is cached."""
         key = _digest({"v": SEGMENT_VERSION, "kind": "preview-audio",
                        "source": Path(soundtrack).stem, "kbps": kbps})  # fmt: skip
