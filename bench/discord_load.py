@@ -324,6 +324,13 @@ async def run_one(
                     lambda r, n=args.prompts * (b + 1): r[0][0] >= n,
                     timeout=120,
                 )
+            if label == "crowdcut":  # and what they caused is posted: bursts independent
+                await wait_db(
+                    db,
+                    "select count(*) from outbox where state in ('pending', 'running')",
+                    lambda r: r[0][0] == 0,
+                    timeout=300,
+                )
             await asyncio.sleep(2.0)  # the burst's follow-ups settle
         everything = [x for lat in bursts for x in lat]
         p50s = sorted(percentile(lat, 50) for lat in bursts if lat)

@@ -375,7 +375,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[dict[str, object]]:
                 )
             print(row, flush=True)
             rows.append(row)
-            # the next case starts once the bot has queued every prompt of this one
+            # the next case starts once the bot has queued every prompt of this one and
+            # posted what they caused (cards, status messages): each case starts from a
+            # bot that is done with the last one, as in bench/discord_load.py
             want = 50 + len(rows) * args.prompts
             await wait_db(
                 db,
@@ -383,6 +385,13 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[dict[str, object]]:
                 lambda r, want=want: r[0][0] >= want,
                 timeout=120,
             )
+            await wait_db(
+                db,
+                "select count(*) from outbox where state in ('pending', 'running')",
+                lambda r: r[0][0] == 0,
+                timeout=300,
+            )
+            await asyncio.sleep(1.0)
     finally:
         bot.send_signal(signal.SIGTERM)
         try:

@@ -312,3 +312,10 @@ def m007_fair_order_index(db: Database) -> None:
         ["state", "member_id", "queued_at", "id", "moderation", "next_attempt_at"],
         index_name="idx_jobs_fair_order",
     )
+
+
+@migrations()
+def m008_clip_in_point(db: Database) -> None:
+    # the second of a clip its slot starts at, picked by a moderator (/cut trim); 0 or
+    # NULL: from its first frame
+    db["clips"].add_column("in_point", float)

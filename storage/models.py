@@ -163,6 +163,7 @@ class Clip:
     post_deleted_at: float | None = None
     parent_clip_id: int | None = None  # the clip it continues (/extend or chain mode)
     lineage: str | None = None  # "extend" | "chain"
+    in_point: float | None = None  # the second its slot starts at (a moderator's trim)
 
 
 @dataclass

@@ -372,9 +372,12 @@ class Store(OutboxMixin):
             self.db["members"].upsert(
                 {"id": member_id, "name": "anonymous", "forgotten_at": self._now()}, pk="id"
             )
-            # cuts not approved yet that show a dropped clip are withdrawn (their previews,
-            # manifests and storyboards name the member); renders of them are stale
-            withdrawn = self._withdraw_cuts_showing({c.id for c in drop_clips})  # type: ignore[union-attr]
+            # cuts not approved yet that show one of their clips are withdrawn (their
+            # previews, manifests and storyboards name the member); renders of them are
+            # stale. Approved cuts keep the clips, credited anonymously: their video, whose
+            # credits roll names the member, is rendered again (RECREDIT) and its post edited
+            withdrawn = self._withdraw_cuts_showing({c.id for c in clips})  # type: ignore[union-attr]
+            recredited = self._recredit_cuts_showing({c.id for c in kept_clips})  # type: ignore[union-attr]
             for cut in withdrawn:
                 media |= {
                     k
@@ -414,6 +417,7 @@ class Store(OutboxMixin):
             "kept_clips": len(kept_clips),
             "votes": n_votes,
             "withdrawn_cuts": len(withdrawn),
+            "recredited_cuts": recredited,
             "orphaned_media": sorted(media - still_used),
         }
 
@@ -437,6 +441,96 @@ class Store(OutboxMixin):
                     [row["id"]],
                 )
         return gone  # type: ignore[return-value]
+
+    def _recredit_cuts_showing(self, clip_ids: set[int]) -> int:
+        """Approved cuts that show any of ``clip_ids`` (kept, now anonymous): their slot
+        records credit "anonymous", and a ``recredit`` render of each is queued (one per
+        cut: a waiting one takes the new records). Returns how many."""
+        if not clip_ids:
+            return 0
+        n = 0
+        for row in self._rows("cuts", "state = 'approved'"):
+            cut = from_row(Cut, row)
+            slots = cut.slots  # type: ignore[union-attr]
+            if not any(s.get("clip_id") in clip_ids for s in slots):
+                continue
+            for s in slots:
+                if s.get("clip_id") in clip_ids:
+                    s["author"] = "anonymous"
+            self._update("cuts", cut.id, {"slots": json.dumps(slots)})  # type: ignore[union-attr]
+            waiting = self._one(Render, "renders",
+                                "kind = 'recredit' and cut_id = ? and state = 'pending'",
+                                [cut.id])  # type: ignore[union-attr]  # fmt: skip
+            if waiting is not None:
+                self._update("renders", waiting.id, {"slots": json.dumps(slots)})
+            else:
+                limit = self.db.execute(
+                    "select upload_limit from renders where project_id = ? and upload_limit "
+                    "is not null order by id desc limit 1",
+                    [cut.project_id],  # type: ignore[union-attr]
+                ).fetchone()
+                now = self._now()
+                self._insert(
+                    "renders",
+                    {
+                        "project_id": cut.project_id,  # type: ignore[union-attr]
+                        "kind": "recredit",
+                        "identity": cut.identity,  # type: ignore[union-attr]
+                        "slots": json.dumps(slots),
+                        "state": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "requested_by": cut.approved_by,  # type: ignore[union-attr]
+                        "channel_id": self._project_channel(cut.project_id),  # type: ignore[union-attr]
+                        "upload_limit": limit[0] if limit else None,
+                        "cut_id": cut.id,  # type: ignore[union-attr]
+                        "created_at": now,
+                    },
+                )
+            n += 1
+        return n
+
+    def recredit_cut(
+        self,
+        render_id: int,
+        *,
+        identity: str,
+        master_key: str,
+        preview_key: str,
+        manifest_key: str,
+        storyboard_key: str | None,
+        preview_bytes: int | None,
+    ) -> list[str]:
+        """A ``recredit`` render is done: the approved cut takes its files (and the identity
+        of what they show) and its post is edited, in one transaction. Returns the media
+        keys of the files it no longer uses that nothing else uses (to delete)."""
+        with self.db.atomic():
+            render = self.get_render(render_id)
+            assert render is not None and render.cut_id is not None
+            cut = self.get_cut(render.cut_id)
+            assert cut is not None
+            old = {cut.master_key, cut.preview_key, cut.manifest_key, cut.storyboard_key}
+            self._update(
+                "cuts",
+                cut.id,
+                {"master_key": master_key, "preview_key": preview_key,
+                 "manifest_key": manifest_key, "storyboard_key": storyboard_key,
+                 "preview_bytes": preview_bytes, "identity": identity,
+                 "slots": json.dumps(render.slots)},
+            )  # fmt: skip
+            self._update(
+                "renders",
+                render_id,
+                {"state": "done", "progress": 1.0, "error": None, "finished_at": self._now()},
+            )
+            self._enqueue(
+                POST_CUT,
+                f"cut:{cut.id}:recredit",
+                {"cut_id": cut.id, "render_id": render_id, "final": True, "edit": True},
+            )
+            gone = {k for k in old if k}
+            gone -= {master_key, preview_key, manifest_key, storyboard_key}
+            return sorted(gone - self._media_keys_in_use(gone))
 
     def _media_keys_in_use(self, keys: set[str]) -> set[str]:
         if not keys:
@@ -1108,6 +1202,10 @@ class Store(OutboxMixin):
             },
             pk=("project_id", "clip_id"),
         )
+
+    def set_in_point(self, clip_id: int, seconds: float) -> None:
+        """Where the cut starts ``clip_id`` (0: its first frame)."""
+        self._update("clips", clip_id, {"in_point": seconds or None})
 
     def clear_override(self, project_id: int, clip_id: int) -> None:
         self.db.execute(

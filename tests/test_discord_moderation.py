@@ -22,6 +22,7 @@ MOD_COMMANDS = [
     ("cut", {"clip": 1, "slot": 1}, "pin"),
     ("cut", {"clip": 1}, "exclude"),
     ("cut", {"clip": 1}, "include"),
+    ("cut", {"clip": 1, "start": 0.5}, "trim"),
     ("cut", {}, "approve"),
     ("audit", {}, None),
 ]
@@ -128,6 +129,30 @@ async def test_the_cut_is_previewed_overridden_and_approved_with_the_button(guil
     assert {"pin_clip", "approve_cut", "create_project"} <= set(actions)
 
 
+async def test_a_moderator_picks_where_a_clip_starts_in_the_cut(guild):
+    await guild.open_project(slots=1)
+    clip = await guild.prompt_and_post(guild.alice, "a long take", slot=1)
+    project = await guild.app.store.get_project(clip.project_id)
+    before = (await guild.env.bot.renders.selection(project)).identity
+    _, reply = await guild.slash(
+        guild.mod, "cut", {"clip": clip.id, "start": 0.25}, subcommand="trim"
+    )
+    assert f"Clip #{clip.id} starts 0.25 s in" in reply["content"]
+    chosen = await guild.env.bot.renders.selection(project)
+    assert chosen.slots[0].in_point == 0.25 and chosen.identity != before
+    assert chosen.records()[0]["in_point"] == 0.25
+    # past the clip's end: refused, with the clip's length
+    _, reply = await guild.slash(
+        guild.mod, "cut", {"clip": clip.id, "start": 99}, subcommand="trim"
+    )
+    assert f"Clip #{clip.id} is only" in reply["content"] and reply["flags"] & 64
+    _, reply = await guild.slash(guild.mod, "cut", {"clip": clip.id, "start": 0}, subcommand="trim")
+    assert "starts from its first frame again" in reply["content"]
+    assert (await guild.env.bot.renders.selection(project)).identity == before
+    actions = [e.action for e in await guild.app.store.audit_log(guild.emu.guild_id)]
+    assert actions.count("trim_clip") == 2
+
+
 async def test_cut_approve_closes_voting_renders_and_publishes(guild):
     await guild.open_project(slots=1)
     await guild.prompt_and_post(guild.alice, "only clip", slot=1)
@@ -206,6 +231,43 @@ async def test_forget_me_deletes_a_members_data_but_keeps_approved_clips_anonymo
     assert fields["Author"] == "anonymous"
 
 
+async def test_forget_me_renders_the_approved_video_again_and_edits_its_post(guild):
+    """The published video's credits roll, storyboard and manifest named the member: the
+    cut is rendered again with "anonymous", its post edited, the old files deleted."""
+    await guild.open_project(slots=2)
+    kept = await guild.prompt_and_post(guild.alice, "in the final video", slot=1)
+    await guild.prompt_and_post(guild.bob, "the other slot", slot=2)
+    final = await guild.approve_cut()
+    assert "alice" in final["embeds"][0]["description"]
+    store = guild.app.store
+    before = await store.latest_cut(kept.project_id, "approved")
+    assert any(s["author"] == "alice" for s in before.slots)
+    await guild.env.bot.members.forget(guild.alice.id)
+    # the cut's own record credits nobody at once, and a render of it is queued
+    recorded = await store.latest_cut(kept.project_id, "approved")
+    assert [s["author"] for s in recorded.slots] == ["anonymous", "bob"]
+
+    def edited():
+        post = guild.emu.get_message(guild.channel, int(final["id"]))
+        return post if "alice" not in post["embeds"][0]["description"] else None
+
+    post = await until(edited, timeout=120)
+    cut = await store.latest_cut(kept.project_id, "approved")
+    assert cut.id == before.id and cut.message_id == before.message_id
+    assert cut.master_key != before.master_key and cut.manifest_key != before.manifest_key
+    for key in (before.master_key, before.manifest_key, before.storyboard_key):
+        assert not guild.app.media.exists(key)  # the files that named alice are gone
+    files = {a["filename"]: a for a in post["attachments"]}
+    manifest = json.loads(
+        guild.emu.attachment_bytes(files[f"crowdcut-{cut.project_id}-manifest.json"])
+    )
+    assert [s["author"] for s in manifest["credits"]["slots"]] == ["anonymous", "bob"]
+    assert "alice" not in json.dumps(manifest)
+    assert f"crowdcut-{cut.project_id}.mp4" in files
+    assert "bob" in post["embeds"][0]["description"]
+    assert "approved by mod_mira" in post["embeds"][0]["footer"]["text"]
+
+
 def _said(it, text: str):
     original = it.original
     return original if original and text in original["content"] else None
@@ -243,9 +305,7 @@ async def test_forget_me_answers_at_once_for_a_member_with_50_clips_and_200_vote
     voters = [guild.emu.add_member(f"voter{i}") for i in range(4)]
     for clip in clips:
         for v in voters:
-            await store.apply_reaction(
-                clip.id, v.id, "👍", added=True, values={"👍": 1, "👎": -1}
-            )
+            await store.apply_reaction(clip.id, v.id, "👍", added=True, values={"👍": 1, "👎": -1})
     await guild.env.bot.publisher.flush()  # 50 clip posts and status messages are out
     assert len(await store.project_clips(1)) == 50
     assert sum([len(await store.clip_votes(c.id)) for c in clips]) == 200

@@ -243,7 +243,9 @@ class DiscordPublisher:
         cut = await self.app.store.get_cut(cut_id)
         if cut is None:
             return
-        if effect.payload.get("final"):
+        if effect.payload.get("edit"):
+            await self._edit_final(effect, channel, project, cut, render)
+        elif effect.payload.get("final"):
             await self._post_final(effect, channel, project, cut, render)
         else:
             await self._post_preview(effect, channel, project, cut, render)
@@ -324,16 +326,7 @@ class DiscordPublisher:
             lambda m: any(e.footer and e.footer.text == footer for e in m.embeds),
         )
         if found is None:
-            media = self.app.media
-            limit = self._cut_limit(channel, render)
-            video = media.path(cut.master_key) if cut.master_key else None
-            if video is None or video.stat().st_size > limit:
-                video = media.path(cut.preview_key) if cut.preview_key else None
-            files = []
-            if video is not None:
-                files.append((f"crowdcut-{project.id}.mp4", video))
-            if cut.manifest_key:
-                files.append((f"crowdcut-{project.id}-manifest.json", media.path(cut.manifest_key)))
+            files = self._final_files(project, cut, self._cut_limit(channel, render))
             embed = await self._credits_embed(project, cut, footer)
             found = await self._send_cut(
                 effect, channel, render, text=None, embed=embed, files=files, view=None,
@@ -351,6 +344,62 @@ class DiscordPublisher:
                 details={"clips": [s.get("clip_id") for s in cut.slots]},
             )
         log.info("cut %s of project %s published as message %s", cut.id, project.id, found.id)
+
+    def _final_files(self, project: Project, cut: Cut, limit: int) -> list[tuple[str, Path]]:
+        """The published post's files: the master when it fits ``limit``, else the preview
+        made for it; the manifest."""
+        media = self.app.media
+        video = media.path(cut.master_key) if cut.master_key else None
+        if video is None or video.stat().st_size > limit:
+            video = media.path(cut.preview_key) if cut.preview_key else None
+        files = []
+        if video is not None:
+            files.append((f"crowdcut-{project.id}.mp4", video))
+        if cut.manifest_key:
+            files.append((f"crowdcut-{project.id}-manifest.json", media.path(cut.manifest_key)))
+        return files
+
+    async def _edit_final(
+        self,
+        effect: Effect,
+        channel: discord.abc.Messageable,
+        project: Project,
+        cut: Cut,
+        render: Render,
+    ) -> None:
+        """The approved cut was rendered again with new credits (a member in it was
+        forgotten): its post takes the new video, manifest and credits. Editing again is
+        harmless, so a retry just edits again."""
+        if cut.message_id is None:
+            return  # not posted yet: the post will carry the new files
+        store = self.app.store
+        names = await store.member_names([cut.approved_by] if cut.approved_by else [])
+        by = names.get(cut.approved_by, "a moderator") if cut.approved_by else "a moderator"
+        embed = await self._credits_embed(project, cut, f"cut #{cut.id} · approved by {by}")
+        tmp_files: list[Path] = []
+        try:
+            files = self._final_files(project, cut, self._cut_limit(channel, render))
+            limit = self._cut_limit(channel, render)
+            files = [
+                (n, await self._shrink(p, limit, tmp_files))
+                if n.endswith(".mp4") and p.stat().st_size > limit
+                else (n, p)
+                for n, p in files
+            ]
+            message = channel.get_partial_message(cut.message_id)  # type: ignore[attr-defined]
+            try:
+                async with self._discord(effect, channel.id):
+                    await message.edit(
+                        embed=embed,
+                        attachments=[discord.File(p, filename=n) for n, p in files],
+                    )
+            except discord.NotFound:
+                log.info("cut %s's post is gone; nothing to edit", cut.id)
+                return
+        finally:
+            for p in tmp_files:
+                p.unlink(missing_ok=True)
+        log.info("cut %s's post now carries its new credits", cut.id)
 
     async def _credits_embed(self, project: Project, cut: Cut, footer: str) -> discord.Embed:
         from bot.web.links import PageLinks

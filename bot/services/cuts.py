@@ -104,7 +104,41 @@ class CutService:
             pinned=ch.reason == "pinned",
             parent_clip_id=clip.parent_clip_id,
             lineage=(clip.lineage or "extend") if clip.parent_clip_id is not None else "",
+            in_point=clip.in_point or 0.0,
         )
+
+    async def slots_of(self, records: list[dict[str, object]]) -> list[CutSlot]:
+        """The ``CutSlot``s a cut's slot records describe (to render that cut again, as it
+        was chosen: same clips, votes and credits as recorded)."""
+        slots = []
+        for r in records:
+            clip = await self.store.get_clip(int(r["clip_id"]))  # type: ignore[arg-type]
+            if clip is None:
+                raise NotFound(f"Clip #{r['clip_id']} of this cut no longer exists.")
+            parent = r.get("parent_clip_id")
+            slots.append(
+                CutSlot(
+                    index=int(r["index"]),  # type: ignore[arg-type]
+                    start=float(r["start"]),  # type: ignore[arg-type]
+                    duration=float(r["duration"]),  # type: ignore[arg-type]
+                    clip_path=self.app.media.path(clip.media_key),
+                    clip_id=clip.id,
+                    author=str(r.get("author") or "anonymous"),
+                    prompt=str(r.get("prompt") or ""),
+                    backend=str(r.get("backend") or ""),
+                    model=str(r.get("model") or ""),
+                    votes=dict(r.get("votes") or {}),  # type: ignore[call-overload]
+                    reused=bool(r.get("reused")),
+                    post_deleted=bool(r.get("post_deleted")),
+                    media_key=clip.media_key,
+                    pinned=bool(r.get("pinned")),
+                    parent_clip_id=int(parent) if parent is not None else None,  # type: ignore[call-overload]
+                    lineage=str(r.get("lineage") or ""),
+                    in_point=float(r.get("in_point") or 0.0),  # type: ignore[arg-type]
+                    continuity_broken=bool(r.get("continuity_broken")),
+                )
+            )
+        return slots
 
     async def leaderboard(self, project: Project) -> tuple[list[Tally], dict[int, list[Tally]]]:
         """Overall ranking and the ranking within each named slot."""
@@ -147,6 +181,33 @@ class CutService:
             project_id=project.id,
             target=f"clip:{clip_id}",
         )
+
+    async def trim(self, project: Project, clip_id: int, seconds: float, *, by: int) -> Clip:
+        """Start ``clip_id`` at ``seconds`` into it wherever the cut uses it (0: from its
+        first frame). What is left of the clip fills the slot as usual: trimmed at the
+        end, or slowed down or held when it is shorter than the slot."""
+        clip = await self._clip_of(project, clip_id)
+        if project.state == APPROVED:
+            raise InvalidState("This project's cut is already approved.")
+        if not seconds >= 0:  # also refuses NaN
+            raise InvalidState("The start must be 0 seconds or more.")
+        length = clip.duration or 0.0
+        if length and seconds >= length - 0.1:
+            raise InvalidState(
+                f"Clip #{clip_id} is only {length:.1f} s long: start it before "
+                f"{max(0.0, length - 0.1):.1f} s."
+            )
+        seconds = round(seconds, 2)
+        await self.store.set_in_point(clip.id, seconds)
+        await self.store.audit(
+            "trim_clip",
+            actor_id=by,
+            project_id=project.id,
+            target=f"clip:{clip_id}",
+            details={"in_point": seconds},
+        )
+        clip.in_point = seconds or None
+        return clip
 
     async def clear_override(self, project: Project, clip_id: int, *, by: int) -> Clip:
         """Undo a pin or an exclusion. A clip whose post was deleted does not go back to
@@ -331,4 +392,5 @@ def _slot_record(s: CutSlot) -> dict[str, object]:
         "parent_clip_id": s.parent_clip_id,
         "lineage": s.lineage or None,
         "continuity_broken": s.continuity_broken,
+        "in_point": s.in_point,
     }

@@ -183,7 +183,6 @@ class ProjectService:
         )
         return p
 
-
     async def set_backend(self, project_id: int, backend: str | None, *, by: int) -> Project:
         """Send the project's new jobs to ``backend`` first (``None``: the configured order).
         Only a configured backend can be chosen; jobs already sent stay where they are."""

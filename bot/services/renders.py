@@ -51,6 +51,8 @@ from storage.models import APPROVED, CLOSED, OPEN, Project, Render
 log = logging.getLogger(__name__)
 
 PREVIEW, FINAL = "preview", "final"
+#: an approved cut rendered again with new credits (a member in it was forgotten)
+RECREDIT = "recredit"
 #: stay a little under the upload limit Discord states: the multipart envelope counts too
 UPLOAD_HEADROOM = 0.97
 #: Discord's upload limit without boosts
@@ -221,6 +223,9 @@ class RenderWorker(DurableWorker):
         project = await self.store.get_project(render.project_id)
         if project is None:
             raise GiveUp("the project no longer exists")
+        if render.kind == RECREDIT:
+            await self._recredit(project, render)
+            return
         sel = await self.selection(project)
         if not sel.slots:
             raise GiveUp("the project has no clips to cut any more")
@@ -253,7 +258,7 @@ class RenderWorker(DurableWorker):
         if render.kind == PREVIEW:
             limit = min(limit, s.preview_max_bytes)
         credits = Credits()
-        if render.kind == FINAL and render.requested_by is not None:
+        if render.kind != PREVIEW and render.requested_by is not None:
             names = await self.store.member_names([render.requested_by])
             credits = Credits(moderators=(names.get(render.requested_by, "a moderator"),))
         song = self.app.media.path(project.song_key) if project.song_key else None
@@ -283,6 +288,30 @@ class RenderWorker(DurableWorker):
             "storyboard_key": await asyncio.to_thread(media.put_file, board, "png"),
             "preview_bytes": limit,
         }
+
+    async def _recredit(self, project: Project, render: Render) -> None:
+        """Render an approved cut again from its (updated) slot records: the same clips
+        with today's credits (a member forgotten since reads "anonymous" on the roll, the
+        storyboard and in the manifest). The cut takes the new files, the old ones are
+        deleted, and its post is edited (:meth:`Store.recredit_cut`)."""
+        cut = await self.store.get_cut(render.cut_id) if render.cut_id else None
+        if cut is None or cut.state != APPROVED:
+            raise GiveUp("the approved cut is gone")
+        slots = await self.cuts.slots_of(render.slots)
+        options = await self._options(project)
+        identity = cut_identity_of(slots, options, song_key=project.song_key,
+                                   title=project.title, credits=Credits())  # fmt: skip
+        out_dir = self.settings.renders_dir / f"render-{render.id}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        try:
+            keys = await self._make(project, render, Selection(slots, options, identity), out_dir)
+            orphans = await self.store.recredit_cut(render.id, identity=identity, **keys)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, out_dir, True)
+        for key in orphans:
+            await asyncio.to_thread(self.app.media.delete, key)
+        log.info("cut %s of project %s rendered again with new credits", cut.id, project.id)
+        self.on_published()
 
     async def _final_limit(self, project: Project) -> int:
         """The byte limit a final of ``project`` will be posted under: the server's upload

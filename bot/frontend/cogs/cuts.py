@@ -1,4 +1,4 @@
-"""The cut (moderators): /cut preview, pin, exclude, include, approve."""
+"""The cut (moderators): /cut preview, pin, exclude, include, trim, approve."""
 
 from __future__ import annotations
 
@@ -77,6 +77,21 @@ class Cuts(CrowdcutCog):
             )
             return
         await ctx.send(f"↩️ Clip #{clip} is back to the votes.")
+
+    @cut.command(name="trim")
+    @app_commands.describe(
+        clip="The clip number",
+        start="The second of the clip its slot starts at (0 = its first frame)",
+    )
+    async def trim(self, ctx: commands.Context[Any], clip: int, start: float) -> None:
+        """Pick where a clip starts in the cut: its in-point (moderators)."""
+        project = await self.moderated_project(ctx)
+        trimmed = await self.bot.cuts.trim(project, clip, start, by=ctx.author.id)
+        at = trimmed.in_point or 0.0
+        if at:
+            await ctx.send(f"✂️ Clip #{clip} starts {at:g} s in, wherever the cut uses it.")
+        else:
+            await ctx.send(f"✂️ Clip #{clip} starts from its first frame again.")
 
     @cut.command(name="approve")
     async def approve(self, ctx: commands.Context[Any]) -> None:
