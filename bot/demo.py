@@ -164,6 +164,9 @@ async def _direct(settings: Settings, song: Path, n_members: int) -> dict[str, P
             song=song.read_bytes(),
             song_name="demo-song.m4a",
         )
+        project = await projects.set_credit(
+            project, "“Demo Night” (92 BPM, synthesized by crowdcut, CC0)", by=moderator.id
+        )
         # crossfades one beat long, centred on the bar lines; prompts continue the shot
         project = await projects.set_style(
             project.id, by=moderator.id, transition="crossfade", beats=1.0, chain=True

@@ -62,6 +62,9 @@ async def _session(env: BotOnEmulator, song: Path, n_members: int) -> dict[str, 
         subcommand="style",
     )
     _say(f"  mod_mira: /project style crossfade, 1 beat, chain on → {_text(await it.wait_reply())}")
+    credit = "“Demo Night” (92 BPM, synthesized by crowdcut, CC0)"
+    it = await emu.invoke_slash(mod.id, channel, "project", {"text": credit}, subcommand="credit")
+    _say(f"  mod_mira: /project credit → {_text(await it.wait_reply())}")
     project = await app.store.current_project(emu.guild_id, channel)
     assert project is not None
     n_slots = len(project.slot_plan)

@@ -319,3 +319,10 @@ def m008_clip_in_point(db: Database) -> None:
     # the second of a clip its slot starts at, picked by a moderator (/cut trim); 0 or
     # NULL: from its first frame
     db["clips"].add_column("in_point", float)
+
+
+@migrations()
+def m009_song_credit(db: Database) -> None:
+    # the song's credit on the roll, the pages and the MP4's comment ("“Title” by Artist",
+    # a licence): from the song's tags, or set by a moderator (/project credit)
+    db["projects"].add_column("song_credit", str)

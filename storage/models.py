@@ -54,6 +54,7 @@ class Project:
     slot_plan: list[Slot] = field(default_factory=list)
     song_key: str | None = None
     song_name: str | None = None
+    song_credit: str | None = None  # "“Title” by Artist (licence)": on the roll and pages
     song_seconds: float | None = None
     created_by: int | None = None
     opened_at: float | None = None

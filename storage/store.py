@@ -148,6 +148,7 @@ class Store(OutboxMixin):
         song_key: str | None = None,
         song_name: str | None = None,
         song_seconds: float | None = None,
+        song_credit: str | None = None,
         state: str = "draft",
     ) -> Project:
         row = {
@@ -161,9 +162,13 @@ class Store(OutboxMixin):
             "song_key": song_key,
             "song_name": song_name,
             "song_seconds": song_seconds,
+            "song_credit": song_credit or None,
         }
         pk = self._insert("projects", row)
         return self.get_project(pk)  # type: ignore[return-value]
+
+    def set_song_credit(self, project_id: int, credit: str | None) -> None:
+        self._update("projects", project_id, {"song_credit": credit or None})
 
     @reader
     def get_project(self, project_id: int) -> Project | None:

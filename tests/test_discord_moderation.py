@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
+import av
 import pytest
 
 from bot.emulator import ComponentNotFound
+from bot.errors import InvalidState
 from bot.frontend.harness import bot_on_emulator
 from tests.conftest import make_settings
 from tests.discord_env import Community, env, guild, until  # noqa: F401
@@ -68,6 +71,50 @@ async def test_a_project_with_a_song_is_split_into_slots_and_shows_its_status(gu
     assert "clip #1 (reused)" in rows[1]
     _, reply = await guild.slash(guild.mod, "project", {"title": "Another"}, subcommand="create")
     assert "already has the project" in reply["content"]
+
+
+async def test_the_songs_credit_comes_from_its_tags_and_a_moderator_can_change_it(guild, tmp_path):
+    from bot.media.ffmpeg import resolve_ffmpeg
+    from bot.media.song import synthesize_song
+
+    plain = await synthesize_song(tmp_path / "plain.m4a", 2.0)
+    tagged = tmp_path / "tagged.m4a"
+    subprocess.run(
+        [resolve_ffmpeg(), "-v", "error", "-i", str(plain), "-c", "copy",
+         "-metadata", "title=Night Drive", "-metadata", "artist=Example Band", str(tagged)],
+        check=True,
+    )  # fmt: skip
+    _, reply = await guild.slash(
+        guild.mod,
+        "project",
+        {"title": "Tagged", "song": ("song.m4a", tagged.read_bytes(), "audio/mp4")},
+        subcommand="create",
+    )
+    assert "is open" in reply["content"]
+    _, status = await guild.slash(guild.bob, "project", subcommand="status")
+    fields = {f["name"]: f["value"] for f in status["embeds"][0]["fields"]}
+    assert fields["Song"].startswith("“Night Drive” by Example Band")
+    _, reply = await guild.slash(
+        guild.bob, "project", {"text": "x"}, subcommand="credit"
+    )  # not a moderator
+    assert "Only moderators" in reply["content"]
+    credit = "“Night Drive” by Example Band (CC BY 4.0)"
+    _, reply = await guild.slash(guild.mod, "project", {"text": credit}, subcommand="credit")
+    assert "CC BY 4.0" in reply["content"]
+    await guild.prompt_and_post(guild.alice, "a drive at night", slot=1)
+    final = await guild.approve_cut()
+    assert final["embeds"][0]["fields"][0] == {"name": "Music", "value": credit, "inline": False}
+    files = {a["filename"]: a for a in final["attachments"]}
+    manifest = json.loads(guild.emu.attachment_bytes(
+        next(a for n, a in files.items() if n.endswith("manifest.json"))))  # fmt: skip
+    assert manifest["credits"]["song"] == credit
+    cut = await guild.app.store.latest_cut(1, "approved")
+    with av.open(str(guild.app.media.path(cut.master_key))) as master:
+        assert credit in master.metadata["comment"]
+    # the published video carries it: it is not changed any more
+    project = await guild.app.store.get_project(1)
+    with pytest.raises(InvalidState, match="already approved"):
+        await guild.env.bot.projects.set_credit(project, "y", by=guild.mod.id)
 
 
 async def test_a_song_that_is_not_audio_is_refused(guild):

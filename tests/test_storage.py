@@ -69,6 +69,7 @@ def test_the_database_is_in_wal_mode_with_migrations_recorded(store):
         "m006_music_video",
         "m007_fair_order_index",
         "m008_clip_in_point",
+        "m009_song_credit",
     ]
     assert store.applied_migrations() == applied
     # applying again on reopen is a no-op

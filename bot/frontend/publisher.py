@@ -419,6 +419,9 @@ class DiscordPublisher:
             or "No credits.",
             colour=discord.Colour.green(),
         )
+        if project.song_credit:
+            music = discord.utils.escape_markdown(project.song_credit)
+            embed.add_field(name="Music", value=music[:1024], inline=False)
         embed.set_footer(text=footer)
         # the full-quality master, the storyboard and the credits, when PUBLIC_URL is set
         page = await PageLinks(self.app).project_url(project.id)

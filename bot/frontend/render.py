@@ -210,7 +210,12 @@ def project_embed(
     e.add_field(name="Jobs waiting", value=str(queued))
     if project.song_seconds:
         e.add_field(
-            name="Song", value=f"{project.song_name or 'song'} · {clock(project.song_seconds)}"
+            name="Song",
+            value=shorten(
+                discord.utils.escape_markdown(project.song_credit or project.song_name or "song")
+                + f" · {clock(project.song_seconds)}",
+                1024,
+            ),
         )
     if plan_note:
         e.add_field(name="Plan", value=plan_note, inline=False)

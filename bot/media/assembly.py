@@ -745,7 +745,8 @@ async def _preview_segments(
         jobs = [
             renderer.preview_segment(segments[i], width=plan.width, height=plan.height,
                                      fps=fps, frames=frames[i], video_kbps=kbps[i],
-                                     audio_kbps=audio_kbps, background=background)
+                                     audio_kbps=audio_kbps, first_pass_kbps=plan.video_kbps,
+                                     background=background)
             for i in wanted
         ]  # fmt: skip
         tasks = [asyncio.ensure_future(j) for j in jobs]

@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -252,7 +253,13 @@ def song_key(song: Path, song_media: str | None, offset: float, seconds: float, 
 
 
 def preview_segment_key(
-    source: Path, width: int, height: int, fps: int, video_kbps: int, audio_kbps: int
+    source: Path,
+    width: int,
+    height: int,
+    fps: int,
+    video_kbps: int,
+    audio_kbps: int,
+    first_pass_kbps: int,
 ) -> str:
     """The cache key of a segment's preview encode (``source``: a cached segment, whose name
     is its own key)."""
@@ -264,6 +271,7 @@ def preview_segment_key(
             "format": [width, height, fps],
             "video_kbps": video_kbps,
             "audio_kbps": audio_kbps,
+            "first_pass_kbps": first_pass_kbps,
             "preset": PREVIEW_PRESET,
         }
     )
@@ -781,37 +789,54 @@ class SegmentRenderer:
         frames: int,
         video_kbps: int,
         audio_kbps: int = 0,
+        first_pass_kbps: int | None = None,
         background: bool = False,
     ) -> Path:
         """Ensure the preview encode of the cached segment ``source`` is cached: scaled to
         ``width``x``height``, two-pass at ``video_kbps`` (and its audio at ``audio_kbps``
         when non-zero, else none), with x264's ``stitchable`` parameter sets so that preview
-        segments join by stream copy like the master's."""
-        key = preview_segment_key(source, width, height, fps, video_kbps, audio_kbps)
+        segments join by stream copy like the master's. The first pass runs at
+        ``first_pass_kbps`` (default: ``video_kbps``) and its statistics are cached: encodes
+        of one segment at other bitrates run the second pass only."""
+        first = first_pass_kbps or video_kbps
+        key = preview_segment_key(source, width, height, fps, video_kbps, audio_kbps, first)
+        stats = self.cache.path(preview_segment_key(source, width, height, fps, 0, 0, first), "log")
 
         async def make(tmp: Path, threads: int, nice: float | None) -> None:
             passlog = tmp.with_name(tmp.name + ".pass")
+            own = passlog.with_name(passlog.name + "-0.log")  # what x264 reads and writes
             vf = f"scale={width}:{height}:flags=bicubic,setsar=1,format=yuv420p"
-            encode = [
-                "-vf", vf, "-c:v", "libx264", "-preset", PREVIEW_PRESET,
-                "-b:v", f"{video_kbps}k", "-profile:v", "high", "-level:v", "4.1",
-                "-x264-params", "ratetol=0.1:mbtree=0:stitchable=1",
-                "-pix_fmt", "yuv420p", "-threads", str(threads),
-                "-g", str(fps * 2), "-keyint_min", str(fps),
-                "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
-                "-color_range", "tv", "-fps_mode", "cfr", "-r", str(fps),
-                "-passlogfile", str(passlog),
-            ]  # fmt: skip
+
+            def encode(kbps: int) -> list[str]:
+                return [
+                    "-vf", vf, "-c:v", "libx264", "-preset", PREVIEW_PRESET,
+                    "-b:v", f"{kbps}k", "-profile:v", "high", "-level:v", "4.1",
+                    "-x264-params", "ratetol=0.1:mbtree=0:stitchable=1",
+                    "-pix_fmt", "yuv420p", "-threads", str(threads),
+                    "-g", str(fps * 2), "-keyint_min", str(fps),
+                    "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+                    "-color_range", "tv", "-fps_mode", "cfr", "-r", str(fps),
+                    "-passlogfile", str(passlog),
+                ]  # fmt: skip
+
+            src = ["-i", str(source), "-map", "0:v:0"]
             try:
-                src = ["-i", str(source), "-map", "0:v:0"]
-                await run_ffmpeg([*src, "-an", *encode, "-pass", "1", "-f", "null", "-"],
-                                 binary=self.binary, nice=nice)  # fmt: skip
+                if stats.is_file():
+                    await asyncio.to_thread(shutil.copyfile, stats, own)
+                    self.cache.touch(stats)
+                else:
+                    await run_ffmpeg([*src, "-an", *encode(first), "-pass", "1", "-f", "null",
+                                      "-"], binary=self.binary, nice=nice)  # fmt: skip
+                    stats.parent.mkdir(parents=True, exist_ok=True)
+                    kept = part_path(stats)
+                    await asyncio.to_thread(shutil.copyfile, own, kept)
+                    await publish(kept, stats)
                 audio = ["-an"]
                 if audio_kbps:
                     audio = ["-map", "0:a:0", "-c:a", "aac", "-b:a", f"{audio_kbps}k",
                              "-ar", str(AUDIO_RATE), "-ac", "2"]  # fmt: skip
                 await run_ffmpeg(
-                    [*src, *audio, *encode, "-pass", "2", "-frames:v", str(frames),
+                    [*src, *audio, *encode(video_kbps), "-pass", "2", "-frames:v", str(frames),
                      "-video_track_timescale", str(timescale(fps)), "-f", "mp4", str(tmp)],
                     binary=self.binary, duration=frames / fps, nice=nice,
                 )  # fmt: skip

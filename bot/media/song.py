@@ -99,3 +99,24 @@ async def synthesize_song(
         tmp.unlink(missing_ok=True)
     log.debug("synthesized %.1f s song at %d bpm into %s", seconds, bpm, dest)
     return dest
+
+
+def song_credit_from_tags(path: Path) -> str:
+    """The song's credit as its own tags give it ("“Title” by Artist", or the title or the
+    artist alone); empty when it has none or cannot be read. Blocking: run it in a
+    thread."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            tags = {k.lower(): str(v) for k, v in (container.metadata or {}).items()}
+            for stream in container.streams.audio[:1]:
+                for k, v in (stream.metadata or {}).items():
+                    tags.setdefault(k.lower(), str(v))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError):
+        return ""
+    title = " ".join(tags.get("title", "").split())[:100]
+    artist = " ".join((tags.get("artist") or tags.get("album_artist") or "").split())[:100]
+    if title and artist:
+        return f"“{title}” by {artist}"
+    return title or artist

@@ -20,6 +20,7 @@ from bot.core.voting import Tally, rank
 from bot.errors import InvalidState, NotFound
 from bot.media.assembly import AssemblyResult, CutSlot, assemble
 from bot.media.beats import cached
+from bot.media.credits import Credits
 from bot.media.segments import CutOptions
 from bot.media.storyboard import storyboard
 from bot.services import scope
@@ -257,6 +258,7 @@ class CutService:
             progress=progress,
             song_key=project.song_key,
             credits_seconds=None,  # as long as the roll needs to be read
+            credits=Credits(song_credit=project.song_credit or ""),
             transition=style.transition,
             transition_seconds=style.transition_seconds,
             fit=style.fit,

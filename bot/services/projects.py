@@ -15,6 +15,7 @@ from bot.errors import InvalidClip, InvalidState, NotFound, UserFacingError
 from bot.media.beats import DERIVED_NAME, NotAudio, SongAnalysis, analyse_song
 from bot.media.probe import probe_async
 from bot.media.segments import FITS, TRANSITIONS
+from bot.media.song import song_credit_from_tags
 from bot.services.slot_plans import SlotPlanService, plan_song
 from storage.models import Project, Slot
 
@@ -60,11 +61,14 @@ class ProjectService:
                 f"({current.state}). Approve its cut before starting another."
             )
         song_key = song_seconds = None
+        credit = ""
         # slots as long as the clips the backend is made for
         natural = self.app.generator.capabilities.natural_seconds
         if song is not None:
             # on the song's bars; a song with no beat gets even slots (the answer says so)
-            song_key, song_seconds, analysis = await self._store_song(song, clip_seconds=natural)
+            song_key, song_seconds, analysis, credit = await self._store_song(
+                song, clip_seconds=natural
+            )
             plan = plan_song(song_seconds, analysis, natural).slots
         else:
             n = slots or DEFAULT_SLOTS_WITHOUT_SONG
@@ -78,6 +82,7 @@ class ProjectService:
             song_key=song_key,
             song_name=_safe_name(song_name),
             song_seconds=song_seconds,
+            song_credit=credit,  # from the song's tags; /project credit changes it
         )
         await self.store.audit(
             "create_project",
@@ -92,9 +97,10 @@ class ProjectService:
 
     async def _store_song(
         self, data: bytes, *, clip_seconds: float
-    ) -> tuple[str, float, SongAnalysis]:
-        """Check, analyse and store a song; its analysis is kept beside it. Refused: not
-        audio, no audio track, silent, shorter than one slot, longer than the limit."""
+    ) -> tuple[str, float, SongAnalysis, str]:
+        """Check, analyse and store a song; its analysis is kept beside it. Returns its key,
+        length, analysis and credit (from its tags). Refused: not audio, no audio track,
+        silent, shorter than one slot, longer than the limit."""
         if len(data) > 100 * 1024 * 1024:
             raise InvalidSong("That song file is over 100 MB; send a compressed audio file.")
         tmp = Path(self.app.tmp_dir) / f"song-{secrets.token_hex(6)}.bin"
@@ -133,6 +139,7 @@ class ProjectService:
                     f"That song is silent (its level is {analysis.rms_db:.0f} dBFS); "
                     "check the file and send it again."
                 )
+            credit = await asyncio.to_thread(song_credit_from_tags, tmp)
             key = await asyncio.to_thread(
                 self.app.media.put_file,
                 tmp,
@@ -142,9 +149,27 @@ class ProjectService:
             await asyncio.to_thread(
                 self.app.media.put_derived, key, DERIVED_NAME, analysis.to_json()
             )
-            return key, float(info.duration), analysis
+            return key, float(info.duration), analysis, credit
         finally:
             tmp.unlink(missing_ok=True)
+
+    async def set_credit(self, project: Project, text: str | None, *, by: int) -> Project:
+        """The song's credit on the roll and the pages ("“Title” by Artist, CC BY 4.0");
+        empty: none. Until the cut is approved (the published video carries it)."""
+        if project.state == rules.APPROVED:
+            raise InvalidState("This project's cut is already approved.")
+        credit = " ".join((text or "").split())
+        if len(credit) > 200:
+            raise InvalidState("A song credit can be at most 200 characters.")
+        await self.store.set_song_credit(project.id, credit)
+        await self.store.audit(
+            "song_credit",
+            actor_id=by,
+            project_id=project.id,
+            target=f"project:{project.id}",
+            details={"credit": credit},
+        )
+        return await self.get(project.id)
 
     async def get(self, project_id: int) -> Project:
         p = await self.store.get_project(project_id)

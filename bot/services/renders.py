@@ -112,9 +112,9 @@ class RenderWorker(DurableWorker):
         options = await self._options(project)
         identity = ""
         if slots:
-            identity = cut_identity_of(
-                slots, options, song_key=project.song_key, title=project.title, credits=Credits()
-            )
+            credits = song_credits(project)
+            identity = cut_identity_of(slots, options, song_key=project.song_key,
+                                       title=project.title, credits=credits)  # fmt: skip
         return Selection(slots, options, identity)
 
     async def request(
@@ -257,10 +257,10 @@ class RenderWorker(DurableWorker):
         limit = int((render.upload_limit or DEFAULT_UPLOAD_LIMIT) * UPLOAD_HEADROOM)
         if render.kind == PREVIEW:
             limit = min(limit, s.preview_max_bytes)
-        credits = Credits()
+        credits = song_credits(project)
         if render.kind != PREVIEW and render.requested_by is not None:
             names = await self.store.member_names([render.requested_by])
-            credits = Credits(moderators=(names.get(render.requested_by, "a moderator"),))
+            credits = song_credits(project, names.get(render.requested_by, "a moderator"))
         song = self.app.media.path(project.song_key) if project.song_key else None
         result = await assemble(
             sel.slots,
@@ -300,7 +300,7 @@ class RenderWorker(DurableWorker):
         slots = await self.cuts.slots_of(render.slots)
         options = await self._options(project)
         identity = cut_identity_of(slots, options, song_key=project.song_key,
-                                   title=project.title, credits=Credits())  # fmt: skip
+                                   title=project.title, credits=song_credits(project))  # fmt: skip
         out_dir = self.settings.renders_dir / f"render-{render.id}"
         shutil.rmtree(out_dir, ignore_errors=True)
         try:
@@ -374,8 +374,8 @@ class RenderWorker(DurableWorker):
                 limit = await self._final_limit(project)
                 await render_segments(sel.slots, self.renderer, options=sel.options,
                                       title=project.title, song=song, song_key=project.song_key,
-                                      credits_seconds=None, background=True,
-                                      preview_limit_bytes=limit)  # fmt: skip
+                                      credits=song_credits(project), credits_seconds=None,
+                                      background=True, preview_limit_bytes=limit)  # fmt: skip
                 self._seen[project.id] = sel.identity
         except asyncio.CancelledError:
             raise
@@ -394,6 +394,11 @@ class RenderWorker(DurableWorker):
                 await asyncio.sleep(0.05)
 
         await asyncio.wait_for(settled(), timeout)
+
+
+def song_credits(project: Project, *moderators: str) -> Credits:
+    """The credits of a cut of ``project``: its song's credit, and who approved it."""
+    return Credits(song_credit=project.song_credit or "", moderators=tuple(moderators))
 
 
 class CutChanged(InvalidState):

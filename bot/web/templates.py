@@ -227,7 +227,10 @@ def project_page(page: ProjectPage, share: Share, *, storyboard: str | None) -> 
         h(
             '<header><h1>{title}</h1>{song}<p class="state" id="state">{state}</p></header>\n',
             title=p.title,
-            song=when(p.song_name, h('<p class="dim song">Song: {s}</p>', s=p.song_name)),
+            song=when(
+                p.song_credit or p.song_name,
+                h('<p class="dim song">Song: {s}</p>', s=p.song_credit or p.song_name),
+            ),
             state=state_text(p, approved_by=page.approved_by),
         )
     ]

@@ -257,6 +257,21 @@ class Projects(CrowdcutCog):
         )
         await ctx.send(fit_content(said), allowed_mentions=NO_MENTIONS)
 
+    @project.command(name="credit")
+    @app_commands.describe(
+        text="The song's credit: “Title” by Artist, and its licence (empty: none)"
+    )
+    async def credit(self, ctx: commands.Context[Any], *, text: str | None = None) -> None:
+        """The song's credit on the credits roll and the project page (moderators)."""
+        project = await self.moderated_project(ctx)
+        project = await self.bot.projects.set_credit(project, text, by=ctx.author.id)
+        said = (
+            f"🎵 The song is credited as: {discord.utils.escape_markdown(project.song_credit)}"
+            if project.song_credit
+            else "🎵 The song has no credit now."
+        )
+        await ctx.send(fit_content(said), allowed_mentions=NO_MENTIONS)
+
     async def _defer_for_analysis(self, ctx: commands.Context[Any], project: Project) -> None:
         # a project made before songs were analysed is analysed now: seconds. Otherwise
         # the answer comes at once, and a refusal can still be shown to the moderator only
