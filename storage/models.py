@@ -247,6 +247,14 @@ def _field_names(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(cls))
 
 
+@functools.lru_cache(maxsize=64)
+def _slot_plan(text: str) -> tuple[Slot, ...]:
+    """A project's slot plan from its JSON (cached: every read of a project parses it, and
+    its Slots are frozen, so they can be shared)."""
+    names = _field_names(Slot)
+    return tuple(Slot(**{k: v for k, v in s.items() if k in names}) for s in json.loads(text))
+
+
 def from_row(cls: type[T], row: dict[str, Any] | None) -> T | None:
     """Map a row dict onto ``cls``, decoding JSON and boolean columns."""
     if row is None:
@@ -256,11 +264,7 @@ def from_row(cls: type[T], row: dict[str, Any] | None) -> T | None:
     for k in _BOOL_FIELDS & data.keys():
         data[k] = bool(data[k])
     if cls is Project:
-        slot_fields = {f.name for f in dataclasses.fields(Slot)}
-        data["slot_plan"] = [
-            Slot(**{k: v for k, v in s.items() if k in slot_fields})
-            for s in json.loads(data.get("slot_plan") or "[]")
-        ]
+        data["slot_plan"] = list(_slot_plan(data.get("slot_plan") or "[]"))
     elif cls is Cut or cls is Render:
         data["slots"] = json.loads(data.get("slots") or "[]")
     elif cls is AuditEntry:

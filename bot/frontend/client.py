@@ -50,6 +50,9 @@ BURST_MIN = 5
 BURST_WINDOW_SECONDS = 1.0
 #: the longest a command's work waits for other interactions' acknowledgements
 ACKS_FIRST_SECONDS = 1.0
+#: during a burst, work also waits until no interaction has arrived for this long: the
+#: rest of the burst is still being read from the gateway
+ACKS_QUIET_SECONDS = 0.05
 #: Discord's deadline for acknowledging an interaction
 ACK_DEADLINE_SECONDS = 3.0
 #: connections kept to Discord's API. discord.py's default has no limit, so a burst of
@@ -149,8 +152,18 @@ class CrowdcutBot(commands.Bot):
                 del self._unacked[key]
         return bool(self._unacked)
 
+    def _burst_arriving(self) -> bool:
+        """In a burst whose last interaction arrived under ACKS_QUIET_SECONDS ago."""
+        recent = self._recent_interactions
+        if len(recent) < BURST_MIN or recent[-1] - recent[0] > BURST_WINDOW_SECONDS:
+            return False
+        return time.monotonic() - self._last_interaction < ACKS_QUIET_SECONDS
+
+    def _acks_pending(self) -> bool:
+        return self._prune_acked() or self._burst_arriving()
+
     async def _watch_acks(self) -> None:
-        while self._prune_acked():
+        while self._acks_pending():
             await asyncio.sleep(0.005)
 
     async def acks_first(self) -> None:
@@ -160,7 +173,7 @@ class CrowdcutBot(commands.Bot):
         and 15 minutes to answer: during a burst every member first sees "thinking…",
         then the answers come. A command alone is not held at all."""
         if self._acks_watch is None or self._acks_watch.done():
-            if not self._prune_acked():
+            if not self._acks_pending():
                 return
             self._acks_watch = asyncio.create_task(self._watch_acks())
         with contextlib.suppress(TimeoutError):
