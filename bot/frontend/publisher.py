@@ -378,8 +378,8 @@ class DiscordPublisher:
         embed = await self._credits_embed(project, cut, f"cut #{cut.id} · approved by {by}")
         tmp_files: list[Path] = []
         try:
-            files = self._final_files(project, cut, self._cut_limit(channel, render))
             limit = self._cut_limit(channel, render)
+            files = self._final_files(project, cut, limit)
             files = [
                 (n, await self._shrink(p, limit, tmp_files))
                 if n.endswith(".mp4") and p.stat().st_size > limit

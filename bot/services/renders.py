@@ -216,7 +216,11 @@ class RenderWorker(DurableWorker):
 
     async def _fail(self, render: Render, reason: str) -> None:
         """Give up on a render; the channel that asked for it is told (not why)."""
-        await self.store.fail_render(render.id, error=reason, notice=render.channel_id is not None)
+        if render.kind == RECREDIT:  # the operator's to see: the channel asked for nothing
+            log.error("render %s: the new credits of cut %s could not be made: %s",
+                      render.id, render.cut_id, reason)  # fmt: skip
+        notice = render.channel_id is not None and render.kind != RECREDIT
+        await self.store.fail_render(render.id, error=reason, notice=notice)
         self.on_published()
 
     async def _render(self, render: Render) -> None:
