@@ -970,6 +970,7 @@ class EmulatorDriver:
     async def _dispatch_interaction(self, record: InteractionRecord) -> Interaction:
         state = self.state
         state.interactions[record.id] = record
+        state.interactions_by_token[record.token] = record
         if not self.gateway.live_sessions:
             log.warning("interaction %s dispatched with no bot connected", record.id)
         record.created_at = time.monotonic()

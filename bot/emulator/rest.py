@@ -691,13 +691,13 @@ class RestApi:
     def _by_token(self, webhook_id: str, token: str) -> InteractionRecord:
         if webhook_id != str(self.state.application_id):
             raise unknown("Webhook")
-        for record in self.state.interactions.values():
-            if record.token == token:
-                if not record.acked:
-                    # Discord: the interaction webhook exists only after the first callback
-                    raise unknown("Webhook")
-                return record
-        raise unknown("Webhook")
+        record = self.state.interactions_by_token.get(token)
+        if record is None:
+            raise unknown("Webhook")
+        if not record.acked:
+            # Discord: the interaction webhook exists only after the first callback
+            raise unknown("Webhook")
+        return record
 
     def _message_type(self, record: InteractionRecord) -> int:
         if record.type == INTERACTION_APPLICATION_COMMAND:

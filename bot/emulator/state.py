@@ -528,6 +528,8 @@ class EmulatorState:
         self.files: dict[int, StoredFile] = {}
         self.commands: dict[int | None, list[dict[str, Any]]] = {}
         self.interactions: dict[int, InteractionRecord] = {}
+        #: the same records by token (a follow-up names its interaction by token only)
+        self.interactions_by_token: dict[str, InteractionRecord] = {}
         self.dm_channels: dict[int, int] = {}  # user id -> DM channel id
         #: (channel id, author id, nonce) -> (message id, time.time()) for ``enforce_nonce``
         self.nonces: dict[tuple[int, int, str], tuple[int, float]] = {}
