@@ -138,19 +138,30 @@ class CrowdcutBot(commands.Bot):
         self.add_dynamic_items(*dynamic_items())
 
     # ------------------------------------------------------------------ background
-    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+    def dispatch(self, event_name: str, /, *args: Any, **kwargs: Any) -> None:
+        if event_name == "interaction":  # noted at once, without a task per interaction
+            self._note_interaction(args[0])
+        super().dispatch(event_name, *args, **kwargs)
+
+    def _note_interaction(self, interaction: discord.Interaction[Any]) -> None:
         self._last_interaction = time.monotonic()
         self._recent_interactions.append(self._last_interaction)
         self._unacked[interaction.id] = (interaction, self._last_interaction)
         self.renders.interrupt_background()  # members first: background ffmpeg stops
 
     def _prune_acked(self) -> bool:
-        """Forget acknowledged (or expired) interactions; whether any is still waiting."""
+        """Forget acknowledged (or expired) interactions from the oldest on; whether any is
+        still waiting. Stops at the first one waiting (they are acknowledged about in
+        order), so a burst's watcher does not walk all of them every few milliseconds."""
         now = time.monotonic()
-        for key, (interaction, at) in list(self._unacked.items()):
-            if interaction.response.is_done() or now - at > ACK_DEADLINE_SECONDS:
-                del self._unacked[key]
-        return bool(self._unacked)
+        unacked = self._unacked
+        while unacked:
+            key = next(iter(unacked))
+            interaction, at = unacked[key]
+            if not interaction.response.is_done() and now - at <= ACK_DEADLINE_SECONDS:
+                return True
+            del unacked[key]
+        return False
 
     def _burst_arriving(self) -> bool:
         """In a burst whose last interaction arrived under ACKS_QUIET_SECONDS ago."""
