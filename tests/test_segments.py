@@ -132,6 +132,30 @@ async def test_background_renders_make_the_preview_of_an_approval_a_join_too(tmp
     await decode_all(preview.path)  # the joined encodes play through
 
 
+async def test_a_preview_from_segments_without_a_song_keeps_the_clips_audio(tmp_path):
+    """No song: each segment carries its clip's audio (or silence), and so does each of its
+    preview encodes; the joined preview has one audio track the length of the video."""
+    src = [make_clip(tmp_path / f"a{i}.mp4", width=320, height=180, seconds=1.5,
+                     audio=(i % 2 == 0), pattern=("testsrc2", "smptebars", "testsrc")[i])
+           for i in range(3)]  # fmt: skip
+    options = CutOptions(width=320, height=180, fps=FPS)
+    slots = [CutSlot(index=i, start=i * 1.0, duration=1.0, clip_path=c, clip_id=i + 1,
+                     author=f"m{i}", prompt="", backend="fake", media_key=f"key-{c.name}")
+             for i, c in enumerate(src)]  # fmt: skip
+    renderer = SegmentRenderer(tmp_path / "cache")
+    master = await assemble_master(slots, None, tmp_path / "out", renderer, options=options,
+                                   title="t", credits_seconds=1.0, title_seconds=0)  # fmt: skip
+    limit = int(master.size_bytes * 0.5)
+    preview = await segment_preview(master, tmp_path / "out" / "preview.mp4", renderer,
+                                    limit_bytes=limit)  # fmt: skip
+    info = probe(preview.path)
+    assert not preview.is_master and info.size_bytes <= limit
+    assert info.has_audio and info.audio_codec == "aac"
+    assert info.frame_count == probe(master.master).frame_count
+    assert abs(info.duration - master.duration) < 0.1
+    await decode_all(preview.path)
+
+
 async def decode_all(path: Path) -> None:
     """Decode every frame; raises on a frame the joined parameter sets cannot decode."""
     import av
