@@ -237,6 +237,40 @@ async def test_segments_are_rendered_in_the_background_while_the_vote_goes_on(gu
     assert renders.renderer.rendered == before  # the preview only joined cached segments
 
 
+async def test_a_preview_over_the_limit_is_made_from_the_segments_and_posted(tmp_path):
+    """A server whose previews must stay under 100 kB: the posted preview is the segments'
+    preview encodes joined, under the limit, smaller than the master, and it plays."""
+    import av
+
+    from bot.frontend.harness import bot_on_emulator
+    from tests.conftest import make_settings
+    from tests.discord_env import Community
+
+    settings = make_settings(tmp_path, preview_max_bytes=100_000, video_width=640,
+                             video_height=360)  # fmt: skip
+    async with bot_on_emulator(settings) as env:
+        guild = Community(env)
+        project = await guild.open_project(slots=3)
+        for slot, who in ((1, guild.alice), (2, guild.bob), (3, guild.carol)):
+            await guild.prompt_and_post(who, f"a busy street, take {slot}", slot=slot)
+        await guild.slash(guild.mod, "cut", subcommand="preview")
+        preview = await guild.emu.wait_for_message(
+            guild.channel, lambda m: m["content"].startswith("🎬 Preview of cut #"), timeout=120
+        )
+        (video,) = [a for a in preview["attachments"] if a["filename"] == "preview.mp4"]
+        data = guild.emu.attachment_bytes(video)
+        cut = await guild.app.store.latest_cut(project.id)
+        master = guild.app.media.path(cut.master_key)
+        assert master.stat().st_size > 100_000  # so the limit really had to be met
+        assert len(data) <= 100_000 * renders_module.UPLOAD_HEADROOM
+        path = tmp_path / "posted.mp4"
+        path.write_bytes(data)
+        with av.open(str(path)) as posted, av.open(str(master)) as full:
+            frames = sum(1 for _ in posted.decode(video=0))
+            assert frames == full.streams.video[0].frames
+            assert posted.streams.video[0].width < 640
+
+
 async def test_a_render_that_keeps_failing_gives_up_and_says_so(guild, monkeypatch):
     from bot.errors import MediaError
 
