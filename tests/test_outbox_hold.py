@@ -7,7 +7,9 @@ from typing import Any
 
 import bot.services.outbox as outbox_module
 from bot.services.outbox import OutboxWorker
-from tests.discord_env import until
+from tests.discord_env import env, guild, until  # noqa: F401
+
+__all__ = ["env", "guild"]
 
 
 async def test_effects_wait_for_the_burst_to_pass_then_run(app):
@@ -51,3 +53,23 @@ async def test_a_steady_stream_of_interactions_does_not_starve_effects(app, monk
     finally:
         await outbox.stop()
     assert ran == ["note:2"]
+
+
+async def test_the_garbage_collector_waits_while_a_burst_pours_in(guild):
+    """Its full passes stopped the event loop for 70-80 ms in the middle of a burst: during
+    a burst it waits, and runs again once the burst has passed. One command alone does not
+    hold it."""
+    import asyncio
+    import gc
+
+    assert gc.isenabled()
+    alone = await guild.emu.invoke_slash(guild.alice.id, guild.channel, "queue")
+    await alone.wait_reply(timeout=10)
+    assert gc.isenabled()  # one command is not a burst
+    people = [guild.alice, guild.bob, guild.carol]
+    burst = await asyncio.gather(
+        *(guild.emu.invoke_slash(people[i % 3].id, guild.channel, "queue") for i in range(8))
+    )
+    await until(lambda: not gc.isenabled(), timeout=5, interval=0.005)
+    await asyncio.gather(*(it.wait_reply(timeout=10) for it in burst))
+    await until(gc.isenabled, timeout=5)  # BURST_GAP_SECONDS after the last one

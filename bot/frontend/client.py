@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections import deque
@@ -55,6 +56,8 @@ ACKS_FIRST_SECONDS = 1.0
 ACKS_QUIET_SECONDS = 0.05
 #: Discord's deadline for acknowledging an interaction
 ACK_DEADLINE_SECONDS = 3.0
+#: the longest the garbage collector is held off during a burst (see _hold_collector)
+GC_HOLD_MAX_SECONDS = 3.0
 #: connections kept to Discord's API. discord.py's default has no limit, so a burst of
 #: 500 commands opened ~500 connections to acknowledge them; 64 reused ones acknowledged
 #: the same burst with p99 245 ms instead of 497 (bench/discord_load.py; 16: 310 ms,
@@ -116,6 +119,7 @@ class CrowdcutBot(commands.Bot):
             busy=self._busy,  # background segments yield to generation and to members
         )
         self._last_interaction = -1e18
+        self._gc_held_since: float | None = None
         self._recent_interactions: deque[float] = deque(maxlen=BURST_MIN)
         #: interactions received and not yet acknowledged (see acks_first)
         self._unacked: dict[int, tuple[discord.Interaction[Any], float]] = {}
@@ -148,6 +152,31 @@ class CrowdcutBot(commands.Bot):
         self._recent_interactions.append(self._last_interaction)
         self._unacked[interaction.id] = (interaction, self._last_interaction)
         self.renders.interrupt_background()  # members first: background ffmpeg stops
+        self._hold_collector()
+
+    def _hold_collector(self) -> None:
+        """While a burst of interactions pours in, Python's garbage collector waits (at
+        most GC_HOLD_MAX_SECONDS): its full passes stopped the event loop for 70-80 ms in
+        the middle of a burst of 500 commands (bench/discord_load.py, logged with
+        ``gc.callbacks``). It runs again BURST_GAP_SECONDS after the last one."""
+        if self._gc_held_since is not None or self._interactions_pouring_in() <= 0:
+            return
+        if not gc.isenabled():
+            return  # someone else holds it off: not ours to give back
+        gc.disable()
+        self._gc_held_since = time.monotonic()
+        asyncio.get_running_loop().call_later(BURST_GAP_SECONDS, self._release_collector)
+
+    def _release_collector(self, *, now: bool = False) -> None:
+        if self._gc_held_since is None:
+            return
+        left = self._interactions_pouring_in()
+        held = time.monotonic() - self._gc_held_since
+        if not now and left > 0 and held < GC_HOLD_MAX_SECONDS:
+            asyncio.get_running_loop().call_later(left, self._release_collector)
+            return
+        self._gc_held_since = None
+        gc.enable()
 
     def _prune_acked(self) -> bool:
         """Forget acknowledged (or expired) interactions from the oldest on; whether any is
@@ -279,6 +308,7 @@ class CrowdcutBot(commands.Bot):
         return closed
 
     async def close(self) -> None:
+        self._release_collector(now=True)
         for task in (self._background, self._recount):
             if task is not None:
                 task.cancel()
