@@ -469,11 +469,6 @@ class Store(OutboxMixin):
             if waiting is not None:
                 self._update("renders", waiting.id, {"slots": json.dumps(slots)})
             else:
-                limit = self.db.execute(
-                    "select upload_limit from renders where project_id = ? and upload_limit "
-                    "is not null order by id desc limit 1",
-                    [cut.project_id],  # type: ignore[union-attr]
-                ).fetchone()
                 now = self._now()
                 self._insert(
                     "renders",
@@ -487,13 +482,26 @@ class Store(OutboxMixin):
                         "next_attempt_at": now,
                         "requested_by": cut.approved_by,  # type: ignore[union-attr]
                         "channel_id": self._project_channel(cut.project_id),  # type: ignore[union-attr]
-                        "upload_limit": limit[0] if limit else None,
+                        "upload_limit": self._latest_upload_limit(cut.project_id),  # type: ignore[union-attr]
                         "cut_id": cut.id,  # type: ignore[union-attr]
                         "created_at": now,
                     },
                 )
             n += 1
         return n
+
+    def _latest_upload_limit(self, project_id: int) -> int | None:
+        row = self.db.execute(
+            "select upload_limit from renders where project_id = ? and upload_limit is not null "
+            "order by id desc limit 1",
+            [project_id],
+        ).fetchone()
+        return row[0] if row else None
+
+    @reader
+    def latest_upload_limit(self, project_id: int) -> int | None:
+        """The server's upload limit as of the project's latest render that recorded one."""
+        return self._latest_upload_limit(project_id)
 
     def recredit_cut(
         self,

@@ -36,9 +36,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import av
 
@@ -114,6 +115,7 @@ PREVIEW_NAME = "preview.mp4"
 MANIFEST_NAME = "manifest.json"
 
 Progress = Callable[[str, float], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -315,6 +317,28 @@ def _subtitle(credits: Credits) -> str:
     return credits.song_credit or "a crowdcut music video"
 
 
+async def _all_or_none(jobs: list[Awaitable[T]]) -> list[T]:
+    """Run ``jobs`` together; if one fails (or the caller is cancelled), cancel the others
+    (their ffmpeg processes stop) before raising."""
+    tasks = [asyncio.ensure_future(j) for j in jobs]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _write_listing(work: Path, paths: list[Path]) -> Path:
+    """The ffconcat file that joins ``paths`` in order (what the concat demuxer reads)."""
+    listing = work / "segments.ffconcat"
+    body = ["ffconcat version 1.0"]
+    body += ["file '" + str(p.resolve()).replace("'", "'\\''") + "'" for p in paths]
+    listing.write_text("\n".join(body) + "\n", encoding="utf-8")
+    return listing
+
+
 async def _ensure_all(
     cut: _Cut,
     renderer: SegmentRenderer,
@@ -387,14 +411,8 @@ async def _ensure_all(
                                    background=background,
                                    progress=lambda f: report("song", f))  # fmt: skip
 
-    tasks = [asyncio.ensure_future(soundtrack()), *(asyncio.ensure_future(j) for j in jobs)]
     try:
-        results = await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+        results = await _all_or_none([soundtrack(), *jobs])
     finally:
         for png in scratch.glob(f"*-{os.getpid()}-{id(cut)}.png"):
             png.unlink(missing_ok=True)
@@ -437,7 +455,7 @@ async def render_segments(
                                              background=background, report=report)  # fmt: skip
     if preview_limit_bytes is not None:
         files = [*segments, *([soundtrack] if soundtrack else [])]
-        size = sum(p.stat().st_size for p in files)
+        size = await asyncio.to_thread(lambda: sum(p.stat().st_size for p in files))
         if size > preview_limit_bytes:  # the master would not fit: its preview is needed
             plan = await plan_segment_preview(renderer, options=options,
                                               frames=cut.total_frames, soundtrack=soundtrack,
@@ -496,11 +514,7 @@ async def assemble_master(
     work = Path(tempfile.mkdtemp(prefix=".master-", dir=out_dir))
     try:
         report("join", 0.0)
-        listing = work / "segments.ffconcat"
-        body = ["ffconcat version 1.0"]
-        for path in segments:
-            body.append("file '" + str(path.resolve()).replace("'", "'\\''") + "'")
-        listing.write_text("\n".join(body) + "\n", encoding="utf-8")
+        listing = _write_listing(work, segments)
         master_tmp = work / MASTER_NAME
         if comment is None:
             bits = [credits.song_credit, "made with crowdcut", f"cut {cut.identity[:16]}"]
@@ -599,7 +613,7 @@ async def make_preview(
     total_kbps = target * 8 / 1000 / duration
     audio_kbps = 0
     if info.has_audio:
-        audio_kbps = 96 if total_kbps >= 600 else (64 if total_kbps >= 250 else 32)
+        audio_kbps = _audio_kbps(total_kbps)
     work = Path(tempfile.mkdtemp(prefix=".preview-", dir=dest.parent))
     try:
         audio = work / "audio.m4a"
@@ -678,7 +692,6 @@ class PreviewPlan:
     video_kbps: int
     audio_kbps: int
     audio: Path | None  # the soundtrack at ``audio_kbps``; None: each segment carries audio
-    target_bytes: int
     video_bytes: int  # what the segments may take in all (with their audio when they carry it)
 
 
@@ -718,8 +731,7 @@ async def plan_segment_preview(
         )
     pw, ph = preview_size(options.width, options.height, fps, video_kbps)
     video_bytes = target - overhead - (audio_bytes if audio is not None else 0)
-    return PreviewPlan(pw, ph, max(1, int(video_kbps)), audio_kbps, audio, int(target),
-                       int(video_bytes))  # fmt: skip
+    return PreviewPlan(pw, ph, max(1, int(video_kbps)), audio_kbps, audio, int(video_bytes))
 
 
 async def _preview_segments(
@@ -742,27 +754,21 @@ async def _preview_segments(
     done: dict[tuple[int, int], Path] = {}
 
     async def encode(wanted: list[int]) -> None:
-        jobs = [
+        paths = await _all_or_none([
             renderer.preview_segment(segments[i], width=plan.width, height=plan.height,
                                      fps=fps, frames=frames[i], video_kbps=kbps[i],
                                      audio_kbps=audio_kbps, first_pass_kbps=plan.video_kbps,
                                      background=background)
             for i in wanted
-        ]  # fmt: skip
-        tasks = [asyncio.ensure_future(j) for j in jobs]
-        try:
-            for i, path in zip(wanted, await asyncio.gather(*tasks), strict=True):
-                done[(i, kbps[i])] = path
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        ])  # fmt: skip
+        for i, path in zip(wanted, paths, strict=True):
+            done[(i, kbps[i])] = path
 
     await encode(list(range(len(segments))))
     step = max(1, round(plan.video_kbps * PREVIEW_STEP))
     for _ in range(PREVIEW_ROUNDS):
-        sizes = [_mdat_bytes(done[(i, k)]) for i, k in enumerate(kbps)]
+        files = [done[(i, k)] for i, k in enumerate(kbps)]
+        sizes = await asyncio.to_thread(lambda files=files: [_mdat_bytes(p) for p in files])
         # the last segment (the end card, which names the approving moderators) counts
         # for its nominal share, so that approving does not move the others' bitrates
         sizes[-1] = max(sizes[-1], round(kbps[-1] * 125 * seconds[-1]))
@@ -821,10 +827,7 @@ async def segment_preview(
     dest = Path(dest)
     work = Path(tempfile.mkdtemp(prefix=".preview-", dir=dest.parent))
     try:
-        listing = work / "segments.ffconcat"
-        body = ["ffconcat version 1.0"]
-        body += ["file '" + str(p.resolve()).replace("'", "'\\''") + "'" for p in parts]
-        listing.write_text("\n".join(body) + "\n", encoding="utf-8")
+        listing = _write_listing(work, parts)
         out = work / PREVIEW_NAME
         args = ["-f", "concat", "-safe", "0", "-i", str(listing)]
         if plan.audio is not None:

@@ -258,7 +258,7 @@ class CutService:
             progress=progress,
             song_key=project.song_key,
             credits_seconds=None,  # as long as the roll needs to be read
-            credits=Credits(song_credit=project.song_credit or ""),
+            credits=song_credits(project),
             transition=style.transition,
             transition_seconds=style.transition_seconds,
             fit=style.fit,
@@ -375,6 +375,11 @@ def mark_broken_continuity(slots: list[CutSlot], clips: dict[int, Clip]) -> list
             broken = before is None or before.clip_id != s.parent_clip_id
         out.append(replace(s, continuity_broken=broken) if broken else s)
     return out
+
+
+def song_credits(project: Project, *moderators: str) -> Credits:
+    """The credits of a cut of ``project``: its song's credit, and who approved it."""
+    return Credits(song_credit=project.song_credit or "", moderators=tuple(moderators))
 
 
 def _slot_record(s: CutSlot) -> dict[str, object]:

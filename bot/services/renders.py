@@ -41,10 +41,9 @@ from pathlib import Path
 from bot.app import App
 from bot.errors import InvalidState, StorageFull
 from bot.media.assembly import CutSlot, assemble, cut_identity_of, render_segments
-from bot.media.credits import Credits
 from bot.media.segments import CutOptions, SegmentCache, SegmentRenderer
 from bot.media.storyboard import storyboard
-from bot.services.cuts import CutService, _slot_record
+from bot.services.cuts import CutService, _slot_record, song_credits
 from bot.services.durable import DurableWorker, GiveUp, Retry
 from storage.models import APPROVED, CLOSED, OPEN, Project, Render
 
@@ -240,21 +239,26 @@ class RenderWorker(DurableWorker):
             else:
                 await self._stale(project, render)
                 return
-        out_dir = self.settings.renders_dir / f"render-{render.id}"
-        shutil.rmtree(out_dir, ignore_errors=True)  # what a killed try left half-written
-        try:
-            keys = await self._make(project, render, sel, out_dir)
-            # published only if what it rendered is still the project's cut
-            if not await self.is_current(project, render.identity):
-                await self._stale(project, render)
-                return
-            await self.store.finish_render(render.id, **keys)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, out_dir, True)
+        keys = await self._make(project, render, sel)
+        # published only if what it rendered is still the project's cut
+        if not await self.is_current(project, render.identity):
+            await self._stale(project, render)
+            return
+        await self.store.finish_render(render.id, **keys)
         log.info("render %s (%s of project %s) done", render.id, render.kind, project.id)
         self.on_published()
 
-    async def _make(
+    async def _make(self, project: Project, render: Render, sel: Selection) -> dict[str, object]:
+        """Render ``sel`` in the render's own folder, put its files in the media store and
+        return their keys; the folder is removed (also what a killed try left in it)."""
+        out_dir = self.settings.renders_dir / f"render-{render.id}"
+        await asyncio.to_thread(shutil.rmtree, out_dir, True)
+        try:
+            return await self._make_in(project, render, sel, out_dir)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, out_dir, True)
+
+    async def _make_in(
         self, project: Project, render: Render, sel: Selection, out_dir: Path
     ) -> dict[str, object]:
         s, o = self.settings, sel.options
@@ -305,13 +309,8 @@ class RenderWorker(DurableWorker):
         options = await self._options(project)
         identity = cut_identity_of(slots, options, song_key=project.song_key,
                                    title=project.title, credits=song_credits(project))  # fmt: skip
-        out_dir = self.settings.renders_dir / f"render-{render.id}"
-        shutil.rmtree(out_dir, ignore_errors=True)
-        try:
-            keys = await self._make(project, render, Selection(slots, options, identity), out_dir)
-            orphans = await self.store.recredit_cut(render.id, identity=identity, **keys)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, out_dir, True)
+        keys = await self._make(project, render, Selection(slots, options, identity))
+        orphans = await self.store.recredit_cut(render.id, identity=identity, **keys)
         for key in orphans:
             await asyncio.to_thread(self.app.media.delete, key)
         log.info("cut %s of project %s rendered again with new credits", cut.id, project.id)
@@ -320,9 +319,8 @@ class RenderWorker(DurableWorker):
     async def _final_limit(self, project: Project) -> int:
         """The byte limit a final of ``project`` will be posted under: the server's upload
         limit as of the project's latest render (10 MiB until one was asked for)."""
-        limits = [r.upload_limit for r in await self.store.project_renders(project.id)
-                  if r.upload_limit]  # fmt: skip
-        return int((limits[-1] if limits else DEFAULT_UPLOAD_LIMIT) * UPLOAD_HEADROOM)
+        limit = await self.store.latest_upload_limit(project.id)
+        return int((limit or DEFAULT_UPLOAD_LIMIT) * UPLOAD_HEADROOM)
 
     async def _stale(self, project: Project, render: Render) -> None:
         """The cut changed: this render is never published as current; the channel is told
@@ -398,11 +396,6 @@ class RenderWorker(DurableWorker):
                 await asyncio.sleep(0.05)
 
         await asyncio.wait_for(settled(), timeout)
-
-
-def song_credits(project: Project, *moderators: str) -> Credits:
-    """The credits of a cut of ``project``: its song's credit, and who approved it."""
-    return Credits(song_credit=project.song_credit or "", moderators=tuple(moderators))
 
 
 class CutChanged(InvalidState):
