@@ -34,9 +34,10 @@ Printed for each: jobs per second; the overhead per job (the time a job spends i
 queue's hands and not at a host: from dispatch to ``POST /prompt`` arriving, plus from the
 host finishing to the job being recorded done), split into the queue's own part (dispatch
 to the host, and the host's end to the file fetched) and what follows the fetch (the
-clip's checks, the content store and the durable record: crowdcut only); how long the dispatcher left a
-slot empty while jobs waited; host load spread; host utilisation while jobs wait (busy
-seconds of all hosts / (hosts x the time until the last job was dispatched)); fairness
+clip's checks, the content store and the durable record: crowdcut only); how long the
+dispatcher left a slot empty while jobs waited; host load spread; host utilisation while
+jobs wait (busy seconds of all hosts / (hosts x the time until the last job was
+dispatched)); fairness
 (the largest gap between two members' completed counts while both still have jobs
 waiting, and the same for dispatched counts); CPU seconds per job of the queue's process
 (ffprobe included) and of the fake hosts' process.

@@ -248,8 +248,7 @@ class Settings:
     )
     comfyui_workflow: str = _setting(
         "",
-        "API-format workflow file (ComfyUI: Workflow > Export (API)); see "
-        "docs/workflows/.",
+        "API-format workflow file (ComfyUI: Workflow > Export (API)); see docs/workflows/.",
     )
     comfyui_inputs: str = _setting(
         "",
@@ -314,8 +313,7 @@ class Settings:
     )
     comfyui_token: str = _setting(
         "",
-        "Token sent as Authorization: Bearer to a reverse proxy in front of ComfyUI; "
-        "empty: none.",
+        "Token sent as Authorization: Bearer to a reverse proxy in front of ComfyUI; empty: none.",
         secret=True,
     )
 

@@ -277,8 +277,6 @@ def test_forgetting_a_member_withdraws_unapproved_cuts_that_show_their_clips(sto
     assert out["withdrawn_cuts"] == 1
     assert store.get_cut(shows_them.id) is None and store.get_cut(clean.id) is not None
     # its files are free to delete, and its preview post comes down from the channel
-    assert {"m" * 64 + ".mp4", "v" * 64 + ".mp4", "j" * 64 + ".json"} <= set(
-        out["orphaned_media"]
-    )
+    assert {"m" * 64 + ".mp4", "v" * 64 + ".mp4", "j" * 64 + ".json"} <= set(out["orphaned_media"])
     assert (2, 77) in out["messages"]
     assert store.db.execute("select state from renders").fetchone()[0] == "stale"

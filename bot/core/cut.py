@@ -143,8 +143,14 @@ def cut_identity(
     payload = {
         "v": IDENTITY_VERSION,
         "slots": [
-            [p.slot, p.clip_id, p.media_key, round(p.start, 3), round(p.duration, 3),
-             round(max(0.0, p.in_point), 3)]
+            [
+                p.slot,
+                p.clip_id,
+                p.media_key,
+                round(p.start, 3),
+                round(p.duration, 3),
+                round(max(0.0, p.in_point), 3),
+            ]
             for p in sorted(picks, key=lambda p: p.slot)
         ],  # fmt: skip
         "fit": fit,

@@ -103,7 +103,7 @@ class CrowdcutBot(commands.Bot):
             app,
             self.publisher.handlers(),
             spacing={STATUS: app.settings.status_edit_seconds},
-            hold=self._interactions_pouring_in,
+            hold=self.interactions_pouring_in,
         )
         self.worker = GenerationWorker(app, events=self.publisher)
         self.submissions = SubmissionService(app, self.worker)
@@ -159,7 +159,7 @@ class CrowdcutBot(commands.Bot):
         most GC_HOLD_MAX_SECONDS): its full passes stopped the event loop for 70-80 ms in
         the middle of a burst of 500 commands (bench/discord_load.py, logged with
         ``gc.callbacks``). It runs again BURST_GAP_SECONDS after the last one."""
-        if self._gc_held_since is not None or self._interactions_pouring_in() <= 0:
+        if self._gc_held_since is not None or self.interactions_pouring_in() <= 0:
             return
         if not gc.isenabled():
             return  # someone else holds it off: not ours to give back
@@ -170,7 +170,7 @@ class CrowdcutBot(commands.Bot):
     def _release_collector(self, *, now: bool = False) -> None:
         if self._gc_held_since is None:
             return
-        left = self._interactions_pouring_in()
+        left = self.interactions_pouring_in()
         held = time.monotonic() - self._gc_held_since
         if not now and left > 0 and held < GC_HOLD_MAX_SECONDS:
             asyncio.get_running_loop().call_later(left, self._release_collector)
@@ -219,7 +219,7 @@ class CrowdcutBot(commands.Bot):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._acks_watch), ACKS_FIRST_SECONDS)
 
-    def _interactions_pouring_in(self) -> float:
+    def interactions_pouring_in(self) -> float:
         """During a burst of interactions (:data:`BURST_MIN` within
         :data:`BURST_WINDOW_SECONDS`), the seconds until the last one is
         :data:`BURST_GAP_SECONDS` old: the outbox waits that long before it starts effects,

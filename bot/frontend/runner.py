@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import discord
@@ -41,7 +42,7 @@ async def run_bot(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
-    pages = await start_pages(settings)
+    pages = await start_pages(settings, busy=bot.interactions_pouring_in)
     try:
         async with bot:
             bot.start_background()
@@ -54,14 +55,16 @@ async def run_bot(settings: Settings) -> int:
     return 0
 
 
-async def start_pages(settings: Settings) -> WebServer | None:
+async def start_pages(
+    settings: Settings, *, busy: Callable[[], float] | None = None
+) -> WebServer | None:
     """The project pages, served from the bot's process (``WEB_PORT=0``: none). A port
     already taken costs the pages, not the bot: it is logged and the bot runs on."""
     if not settings.web_port:
         return None
     from bot.web.server import WebServer
 
-    pages = WebServer(settings, own_thread=True)
+    pages = WebServer(settings, own_thread=True, busy=busy)
     try:
         await pages.start()
     except OSError as e:

@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
     "media-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'"
 )
+#: the longest a request waits for the bot's burst of interactions to end (see _yielding)
+YIELD_MAX_SECONDS = 1.0
 PAGES_KEY = web.AppKey("crowdcut_pages", "ProjectPages")
 
 
@@ -287,9 +290,34 @@ async def _security_headers(request: web.Request, resp: web.StreamResponse) -> N
     resp.headers.setdefault("Content-Security-Policy", CSP + "; frame-ancestors 'none'")
 
 
-def make_web_app(pages: ProjectPages) -> web.Application:
-    """The aiohttp application for ``pages`` (GET and HEAD only)."""
-    app = web.Application(middlewares=[_not_found_page])
+def _yielding(busy: Callable[[], float]) -> Any:
+    """A middleware: a request that arrives while the bot takes a burst of interactions
+    waits until it is over (``busy()``: the seconds left, 0 when none; at most
+    :data:`YIELD_MAX_SECONDS`). The pages share the bot's process and its interpreter
+    lock: Discord allows 3 s to acknowledge a command, a video player has seconds
+    buffered."""
+
+    @web.middleware
+    async def wait_for_the_bot(request: web.Request, handler: Any) -> web.StreamResponse:
+        deadline = None
+        while (left := busy()) > 0:
+            now = time.monotonic()
+            deadline = deadline or now + YIELD_MAX_SECONDS
+            if now >= deadline:
+                break
+            await asyncio.sleep(min(left, deadline - now))
+        return await handler(request)
+
+    return wait_for_the_bot
+
+
+def make_web_app(
+    pages: ProjectPages, *, busy: Callable[[], float] | None = None
+) -> web.Application:
+    """The aiohttp application for ``pages`` (GET and HEAD only); with ``busy``, requests
+    wait while the bot is busy (see :func:`_yielding`)."""
+    middlewares = [_not_found_page] if busy is None else [_yielding(busy), _not_found_page]
+    app = web.Application(middlewares=middlewares)
     app.on_response_prepare.append(_security_headers)
     app[PAGES_KEY] = pages
     r = app.router

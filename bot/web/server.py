@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -22,7 +23,8 @@ class WebServer:
     """The pages on ``host``:``port`` (``WEB_HOST``/``WEB_PORT`` unless given; port 0
     picks a free one). With ``own_thread`` they run on an event loop of their own, so
     that a crowd of viewers never delays the bot's answers to Discord (its loop only
-    ever waits for its own work)."""
+    ever waits for its own work); ``busy`` (the bot's seconds left of a burst of
+    interactions) holds new requests back while the bot takes one."""
 
     def __init__(
         self,
@@ -32,9 +34,11 @@ class WebServer:
         port: int | None = None,
         cache_seconds: float = 1.0,
         own_thread: bool = False,
+        busy: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.own_thread = own_thread
+        self.busy = busy
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.host = settings.web_host if host is None else host
@@ -71,7 +75,7 @@ class WebServer:
             cache_seconds=self.cache_seconds,
         )
         self._runner = web.AppRunner(
-            make_web_app(self.pages), access_log=None, shutdown_timeout=5.0
+            make_web_app(self.pages, busy=self.busy), access_log=None, shutdown_timeout=5.0
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)

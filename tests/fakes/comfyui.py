@@ -25,7 +25,8 @@ runs that finished successfully), ``started``, ``interrupted``, ``deleted``.
 Faults: :meth:`fail` (an HTTP status, with ``Retry-After``, for the next N requests of a
 route), :meth:`hang` (no answer), :meth:`malformed` (200 with broken JSON),
 ``truncate_view`` / ``view_html`` (a cut-off or an HTML ``/view``), ``drop_outputs``
-(history and ``executed`` frames without outputs), :meth:`delete_outputs` (``/view`` answers 404), :meth:`kill` /
+(history and ``executed`` frames without outputs), :meth:`delete_outputs` (``/view``
+answers 404), :meth:`kill` /
 :meth:`restart` (the process dies, losing its in-memory queue and history, and comes back
 on the same port), :meth:`freeze` / :meth:`thaw` (stops answering and working, keeps state).
 
