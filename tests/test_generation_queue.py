@@ -191,3 +191,4 @@ async def test_extending_a_clip_uses_its_last_frame_as_the_reference(app):
     finally:
         await worker.stop()
     assert len(rec.clips) == 2
+    assert worker._images == {}  # the reference image read for the job is not kept

@@ -120,6 +120,8 @@ class GenerationWorker(DurableWorker):
         self.events: WorkerEvents = events or NoEvents()
         self.clock = clock
         self._checks: list[asyncio.Task[None]] = []
+        #: reference images the dispatcher started reading while it claimed their jobs
+        self._images: dict[int, asyncio.Future[bytes]] = {}
 
     @property
     def generator(self) -> Generator:
@@ -269,11 +271,10 @@ class GenerationWorker(DurableWorker):
             want = job.duration or self.settings.clip_seconds
             seconds = gen.capabilities.duration_for(want) or gen.capabilities.longest
             # the reference image is read while the claim is written, not after it
-            image = (
-                asyncio.ensure_future(asyncio.to_thread(self.app.media.read_bytes, job.image_key))
-                if job.image_key
-                else None
-            )
+            if job.image_key:
+                self._images[job.id] = asyncio.ensure_future(
+                    asyncio.to_thread(self.app.media.read_bytes, job.image_key)
+                )
             claimed = await self.store.claim_job(
                 job.id,
                 backend,
@@ -282,24 +283,31 @@ class GenerationWorker(DurableWorker):
                 requested_seconds=seconds,
             )
             if claimed is None:
-                if image is not None:
-                    image.cancel()
+                self._drop_image(job.id)
                 continue  # canceled in the meantime
             busy[backend] += 1
-            self._spawn(claimed, image=image)
+            self._spawn(claimed)
             started.append(claimed.id)
             await self._notify(claimed)
         return started
 
-    def _spawn(
-        self, job: Job, *, maybe_sent: bool = False, image: asyncio.Future[bytes] | None = None
-    ) -> None:
-        self.spawn(
+    def _drop_image(self, job_id: int, only: asyncio.Future[bytes] | None = None) -> None:
+        """Forget (and stop) a reference image being read for a job: any, or ``only``."""
+        image = self._images.get(job_id)
+        if image is not None and (only is None or image is only):
+            del self._images[job_id]
+            image.cancel()
+
+    def _spawn(self, job: Job, *, maybe_sent: bool = False) -> None:
+        task = self.spawn(
             job.id,
-            self._drive(job, maybe_sent, image),
+            self._drive(job, maybe_sent),
             crowdcut_member=job.member_id,
             crowdcut_backend=job.backend or self.generator.name,
         )
+        image = self._images.get(job.id)
+        if image is not None:  # not read when the job ended or was canceled first
+            task.add_done_callback(lambda _: self._drop_image(job.id, image))
 
     async def cancel(self, job: Job) -> None:
         """Tell the provider a job was canceled (the database already says so)."""
@@ -315,16 +323,14 @@ class GenerationWorker(DurableWorker):
         self.wake()
 
     # ------------------------------------------------------------------ one job
-    async def _drive(
-        self, job: Job, maybe_sent: bool = False, image: asyncio.Future[bytes] | None = None
-    ) -> None:
+    async def _drive(self, job: Job, maybe_sent: bool = False) -> None:
         """Drive one job to its end. When the database cannot record its progress (its disk
         is full) the job stays as stored and is driven again once writes work, looking the
         provider's job up first: it may have been sent, and is never sent twice."""
         delay = self.settings.retry_base_seconds
         while True:
             try:
-                await self._drive_once(job, maybe_sent, image)
+                await self._drive_once(job, maybe_sent)
                 return
             except StorageFull:
                 log.warning("job %s waits: the database is full (again in %.1fs)", job.id, delay)
@@ -335,9 +341,7 @@ class GenerationWorker(DurableWorker):
                 return  # gone, finished, or still queued: the dispatcher claims it again
             job, maybe_sent = fresh, True
 
-    async def _drive_once(
-        self, job: Job, maybe_sent: bool, image: asyncio.Future[bytes] | None = None
-    ) -> None:
+    async def _drive_once(self, job: Job, maybe_sent: bool) -> None:
         gen = self.generators.get(job.backend or "")
         try:
             if gen is None:
@@ -347,7 +351,7 @@ class GenerationWorker(DurableWorker):
                         f"backend {job.backend!r} is no longer configured (GENERATORS)",
                     )
                 )
-            pid = job.provider_job_id or await self._submit(job, gen, maybe_sent, image)
+            pid = job.provider_job_id or await self._submit(job, gen, maybe_sent)
             await self._follow(job, gen, pid)
         except asyncio.CancelledError:
             raise
@@ -363,17 +367,11 @@ class GenerationWorker(DurableWorker):
             log.exception("job %s failed unexpectedly", job.id)
             await self._fail(job, gen, GeneratorError(K.UNKNOWN, "unexpected error (see the log)"))
 
-    async def _submit(
-        self,
-        job: Job,
-        gen: Generator,
-        maybe_sent: bool,
-        image: asyncio.Future[bytes] | None = None,
-    ) -> str:
+    async def _submit(self, job: Job, gen: Generator, maybe_sent: bool) -> str:
         """Send the job's current submission once and return the provider's job id,
         resolving a lost answer (or, with ``maybe_sent``, a crash mid-send) by looking
         it up first."""
-        request = await self._request(job, gen, image)
+        request = await self._request(job, gen)
         since = (job.submitted_at or self.clock()) - 60  # clocks differ
         for _ in range(3):
             pid = await self._find(job, gen, request, since) if maybe_sent else None
@@ -530,13 +528,12 @@ class GenerationWorker(DurableWorker):
     def _health(self, gen: Generator, error: GeneratorError) -> None:
         self.router.failed(gen.name, error)
 
-    async def _request(
-        self, job: Job, gen: Generator, read: asyncio.Future[bytes] | None = None
-    ) -> GenerationRequest:
-        """What is sent to the provider; ``read`` is the reference image already being
-        read (by the dispatcher), else it is read here."""
+    async def _request(self, job: Job, gen: Generator) -> GenerationRequest:
+        """What is sent to the provider. Its reference image is the one the dispatcher
+        started reading, or is read here (a job resumed after a restart)."""
         image = None
         if job.image_key:
+            read = self._images.pop(job.id, None)
             image = await (read or asyncio.to_thread(self.app.media.read_bytes, job.image_key))
         seconds = job.requested_seconds
         if seconds is None:
