@@ -37,10 +37,9 @@ to the host, and the host's end to the file fetched) and what follows the fetch 
 clip's checks, the content store and the durable record: crowdcut only); how long the
 dispatcher left a slot empty while jobs waited; host load spread; host utilisation while
 jobs wait (busy seconds of all hosts / (hosts x the time until the last job was
-dispatched)); fairness
-(the largest gap between two members' completed counts while both still have jobs
-waiting, and the same for dispatched counts); CPU seconds per job of the queue's process
-(ffprobe included) and of the fake hosts' process.
+dispatched)); fairness (the largest gap between two members' completed counts while both
+still have jobs waiting, and the same for dispatched counts); CPU seconds per job of the
+queue's process (ffprobe included) and of the fake hosts' process.
 
 ``--profile DIR`` also writes a cProfile of the crowdcut run's event loop thread and
 times every store call (wall time awaited, time inside SQLite), printed as a table.

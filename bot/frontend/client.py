@@ -223,7 +223,8 @@ class CrowdcutBot(commands.Bot):
         """During a burst of interactions (:data:`BURST_MIN` within
         :data:`BURST_WINDOW_SECONDS`), the seconds until the last one is
         :data:`BURST_GAP_SECONDS` old: the outbox waits that long before it starts effects,
-        so that members' commands are acknowledged first. 0 outside a burst."""
+        and the project pages (another thread) before they answer a new request, so that
+        members' commands are acknowledged first. 0 outside a burst."""
         recent = self._recent_interactions
         if len(recent) < BURST_MIN or recent[-1] - recent[0] > BURST_WINDOW_SECONDS:
             return 0.0

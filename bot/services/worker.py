@@ -291,11 +291,10 @@ class GenerationWorker(DurableWorker):
             await self._notify(claimed)
         return started
 
-    def _drop_image(self, job_id: int, only: asyncio.Future[bytes] | None = None) -> None:
-        """Forget (and stop) a reference image being read for a job: any, or ``only``."""
-        image = self._images.get(job_id)
-        if image is not None and (only is None or image is only):
-            del self._images[job_id]
+    def _drop_image(self, job_id: int) -> None:
+        """Forget (and stop) the reference image being read for a job, if any."""
+        image = self._images.pop(job_id, None)
+        if image is not None:
             image.cancel()
 
     def _spawn(self, job: Job, *, maybe_sent: bool = False) -> None:
@@ -305,9 +304,8 @@ class GenerationWorker(DurableWorker):
             crowdcut_member=job.member_id,
             crowdcut_backend=job.backend or self.generator.name,
         )
-        image = self._images.get(job.id)
-        if image is not None:  # not read when the job ended or was canceled first
-            task.add_done_callback(lambda _: self._drop_image(job.id, image))
+        if job.id in self._images:  # not read when the job ended or was canceled first
+            task.add_done_callback(lambda _: self._drop_image(job.id))
 
     async def cancel(self, job: Job) -> None:
         """Tell the provider a job was canceled (the database already says so)."""

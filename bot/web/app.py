@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from bot.settings import Settings
 from bot.web import templates
@@ -290,7 +291,7 @@ async def _security_headers(request: web.Request, resp: web.StreamResponse) -> N
     resp.headers.setdefault("Content-Security-Policy", CSP + "; frame-ancestors 'none'")
 
 
-def _yielding(busy: Callable[[], float]) -> Any:
+def _yielding(busy: Callable[[], float]) -> Middleware:
     """A middleware: a request that arrives while the bot takes a burst of interactions
     waits until it is over (``busy()``: the seconds left, 0 when none; at most
     :data:`YIELD_MAX_SECONDS`). The pages share the bot's process and its interpreter
@@ -299,13 +300,12 @@ def _yielding(busy: Callable[[], float]) -> Any:
 
     @web.middleware
     async def wait_for_the_bot(request: web.Request, handler: Any) -> web.StreamResponse:
-        deadline = None
-        while (left := busy()) > 0:
-            now = time.monotonic()
-            deadline = deadline or now + YIELD_MAX_SECONDS
-            if now >= deadline:
-                break
-            await asyncio.sleep(min(left, deadline - now))
+        left = busy()
+        if left > 0:
+            deadline = time.monotonic() + YIELD_MAX_SECONDS
+            while left > 0 and (now := time.monotonic()) < deadline:
+                await asyncio.sleep(min(left, deadline - now))
+                left = busy()
         return await handler(request)
 
     return wait_for_the_bot
